@@ -1,0 +1,55 @@
+# ofdb_fast: one-command setup. `make demo` runs the main job, `make test` the tests.
+# Both create .venv and install what they need; torch/torchvision are pinned so no
+# install pulls a multi-GB wheel (these versions install from local disk on CI machines).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+OFDB_WITH_CUDA ?= AUTO
+export OMP_WAIT_POLICY ?= PASSIVE
+
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DEV_DEPS := $(TORCH_PINS) "numpy>=1.24,<2.4" pillow tqdm \
+	pytest pytest-benchmark scipy scikit-learn opencv-python-headless safetensors \
+	faiss-cpu numba scikit-build-core pybind11 ninja
+DEMO_DIR ?= runs/demo
+
+.PHONY: all venv install test demo ext bench clean
+
+all: test
+
+$(VENV)/.deps-stamp: Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(DEV_DEPS)
+	touch $@
+
+venv: $(VENV)/.deps-stamp
+
+# A real (non-editable) wheel build through scikit-build-core; CMake's build dir persists
+# under build/, so reinstalling after an edit only recompiles what changed.
+install: venv
+	OFDB_WITH_CUDA=$(OFDB_WITH_CUDA) $(PIP) install --quiet --no-build-isolation --no-deps .
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/ofdb-fast demo --out $(DEMO_DIR)
+
+# Developer loop: build _C in place (python/ofdb_fast/_C*.so), then
+#   PYTHONPATH=python $(PY) -m pytest tests/...
+ext: venv
+	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release \
+		-DPython_EXECUTABLE=$(abspath $(PY)) \
+		-Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) \
+		-DOFDB_WITH_CUDA=$(OFDB_WITH_CUDA)
+	cmake --build build/dev
+
+# Benchmarks (never beside another job: OpenMP timings are meaningless on a busy machine).
+bench: install
+	$(PY) -m pytest bench -q --benchmark-only --benchmark-json=build/bench.json
+
+clean:
+	rm -rf build python/ofdb_fast/_C*.so

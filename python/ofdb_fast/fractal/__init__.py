@@ -1,0 +1,1 @@
+"""Fractal side: IFS sampling, rendering pipeline, datasets, `generate`, pretraining."""

@@ -1,0 +1,1 @@
+"""Public ops, one module per op; each dispatches to its backends."""

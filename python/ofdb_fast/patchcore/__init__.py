@@ -1,0 +1,1 @@
+"""PatchCore: data, backbones, features, memory bank, scoring, metrics, CLI."""

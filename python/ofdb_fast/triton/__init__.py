@@ -1,0 +1,1 @@
+"""Triton kernels (one op per file). Run on the CPU with TRITON_INTERPRET=1."""
