@@ -12,8 +12,10 @@
 
 namespace py = pybind11;
 
-void bind_fractal(py::module_& m);
-void bind_patchcore(py::module_& m);
+// One bind_<op>() per op, each in csrc/bindings/bind_<op>.cpp.
+void bind_ifs_render(py::module_& m);
+void bind_kcenter_greedy(py::module_& m);
+void bind_knn_score(py::module_& m);
 
 #ifdef OFDB_WITH_CUDA
 namespace ofdb {
@@ -61,6 +63,7 @@ PYBIND11_MODULE(_C, m) {
         return out;
       },
       py::arg("seed"), py::arg("stream"), py::arg("item"), py::arg("n"));
-  bind_fractal(m);
-  bind_patchcore(m);
+  bind_ifs_render(m);
+  bind_kcenter_greedy(m);
+  bind_knn_score(m);
 }
