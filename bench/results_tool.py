@@ -1,0 +1,133 @@
+"""Turn pytest-benchmark JSON into the committed performance record, and compare two records.
+
+    python bench/results_tool.py markdown RESULT.json [--out RESULT.md]
+    python bench/results_tool.py compare OLD.json NEW.json [--threshold 0.10]
+
+``markdown`` writes one table per benchmark group (``<op>|<size>``): every provider's median
+time, its throughput from ``extra_info``, and its speed-up over each baseline provider present
+in the group (``reference``, ``torch``, ``numpy``). ``compare`` matches benchmarks by full name
+and flags every one whose median grew by more than ``threshold`` (exit status 1 if any did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+BASELINES = ("reference", "torch", "numpy")
+
+
+def _load(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{path}: cannot read a pytest-benchmark JSON file ({exc})")
+    if "benchmarks" not in data:
+        raise SystemExit(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' key)")
+    return data
+
+
+def _provider(bench: dict) -> str:
+    params = bench.get("params") or {}
+    for key in ("provider", "backend"):
+        if key in params:
+            return str(params[key])
+    return bench["name"]
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} us"
+
+
+def _throughput(extra: dict) -> str:
+    for key, value in extra.items():
+        if key.endswith("_per_s") or key.endswith("/s"):
+            return f"{value:,.0f} {key.replace('_per_s', '/s')}"
+    return ""
+
+
+def markdown(data: dict) -> str:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for bench in data["benchmarks"]:
+        groups[bench.get("group") or bench["name"]].append(bench)
+    machine = data.get("machine_info", {})
+    commit = data.get("commit_info", {})
+    device = next((b.get("extra_info", {}).get("device") for b in data["benchmarks"]
+                   if b.get("extra_info", {}).get("device")), machine.get("cpu", {}).get("brand_raw", "?"))
+    lines = [
+        f"# Benchmarks {data.get('datetime', '')[:10]}",
+        "",
+        f"- device: {device}",
+        f"- host: {machine.get('node', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
+        f"python {machine.get('python_version', '?')}",
+        f"- commit: {commit.get('id', '?')[:12]}{' (dirty)' if commit.get('dirty') else ''}",
+        "",
+    ]
+    for group in sorted(groups):
+        rows = groups[group]
+        medians = {_provider(b): b["stats"]["median"] for b in rows}
+        present = [p for p in BASELINES if p in medians]
+        lines.append(f"## {group}")
+        lines.append("")
+        header = "| provider | median | throughput |" + "".join(f" x vs {p} |" for p in present)
+        lines.append(header)
+        lines.append("|" + "---|" * (3 + len(present)))
+        for bench in sorted(rows, key=lambda b: b["stats"]["median"], reverse=True):
+            name = _provider(bench)
+            median = bench["stats"]["median"]
+            ratios = "".join(f" {medians[p] / median:.1f} |" for p in present)
+            lines.append(f"| {name} | {_fmt_time(median)} | {_throughput(bench.get('extra_info', {}))} |{ratios}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def compare(old: dict, new: dict, threshold: float) -> tuple[list[str], int]:
+    old_by_name = {b["fullname"]: b for b in old["benchmarks"]}
+    report, regressions = [], 0
+    for bench in new["benchmarks"]:
+        prev = old_by_name.get(bench["fullname"])
+        if prev is None:
+            report.append(f"new       {bench['fullname']}")
+            continue
+        ratio = bench["stats"]["median"] / prev["stats"]["median"]
+        flag = "REGRESSED" if ratio > 1 + threshold else ("faster" if ratio < 1 - threshold else "same")
+        regressions += flag == "REGRESSED"
+        report.append(f"{flag:9s} {ratio:6.2f}x  {bench['fullname']}")
+    return report, regressions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    md = sub.add_parser("markdown", help="write a markdown table for one result file")
+    md.add_argument("result")
+    md.add_argument("--out", help="output .md (default: next to the JSON)")
+    cmp_ = sub.add_parser("compare", help="flag regressions between two result files")
+    cmp_.add_argument("old")
+    cmp_.add_argument("new")
+    cmp_.add_argument("--threshold", type=float, default=0.10, help="relative slowdown flagged (default 0.10)")
+    args = parser.parse_args(argv)
+    if args.cmd == "markdown":
+        text = markdown(_load(args.result))
+        out = Path(args.out) if args.out else Path(args.result).with_suffix(".md")
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(out)
+        print(f"wrote {out}")
+        return 0
+    report, regressions = compare(_load(args.old), _load(args.new), args.threshold)
+    print("\n".join(report))
+    print(f"{regressions} regression(s) over {args.threshold:.0%}")
+    return 1 if regressions else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
