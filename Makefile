@@ -30,10 +30,12 @@ venv: $(VENV)/.deps-stamp
 # A real (non-editable) wheel build through scikit-build-core; CMake's build dir persists
 # under build/, so reinstalling after an edit only recompiles what changed.
 install: venv
+	rm -f python/ofdb_fast/_C*.so  # an in-place `make ext` build must not ride along in the wheel
 	OFDB_WITH_CUDA=$(OFDB_WITH_CUDA) $(PIP) install --quiet --no-build-isolation --no-deps .
 
+# OFDB_FAST_REQUIRE_EXT=1: a missing or CUDA-less _C fails the run instead of skipping tests.
 test: install
-	$(PY) -m pytest -q
+	OFDB_FAST_REQUIRE_EXT=1 OFDB_WITH_CUDA=$(OFDB_WITH_CUDA) $(PY) -m pytest -q
 
 demo: install
 	$(VENV)/bin/ofdb-fast demo --out $(DEMO_DIR)

@@ -31,6 +31,20 @@ import pytest  # noqa: E402
 from ofdb_fast._dispatch import unavailable_reason  # noqa: E402
 
 
+def pytest_sessionstart(session):
+    """Under `make test` (OFDB_FAST_REQUIRE_EXT=1) a broken build fails loudly instead of
+    silently skipping every compiled backend."""
+    if os.environ.get("OFDB_FAST_REQUIRE_EXT") != "1":
+        return
+    from ofdb_fast import _ext
+
+    if not _ext.available():
+        _ext_error = unavailable_reason("cpu")
+        raise pytest.UsageError(f"OFDB_FAST_REQUIRE_EXT=1 but {_ext_error}")
+    if os.environ.get("OFDB_WITH_CUDA") == "ON" and not _ext.built_with_cuda():
+        raise pytest.UsageError("OFDB_WITH_CUDA=ON but ofdb_fast._C was built without CUDA kernels")
+
+
 def pytest_collection_modifyitems(config, items):
     cuda_reason = unavailable_reason("cuda")
     triton_reason = unavailable_reason("triton")
