@@ -117,7 +117,8 @@ def _run_numpy(x: np.ndarray, *, n_select, method, proj_dim, n_starts, seed, ret
 
 
 def _float32_rows(x: np.ndarray) -> np.ndarray:
-    rows = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # checked right below
+        rows = np.ascontiguousarray(x, dtype=np.float32)
     if x.dtype != np.float32 and not np.isfinite(rows).all():
         raise ValueError("features must fit in float32 for this backend, got values beyond float32 range")
     return rows
