@@ -33,6 +33,7 @@ constexpr int kSelectThreads = 512;  // power of two (tree reduction)
 constexpr int kTile = 32;
 constexpr int kTileRows = 8;
 constexpr int64_t kNoIndex = INT64_MAX;
+static_assert(kTile / kTileRows == 4, "project_kernel keeps 4 rows per thread");
 
 struct Best {
   float value;

@@ -153,8 +153,13 @@ def _run_torch(x: Any, *, n_select, method, proj_dim, n_starts, seed, return_rad
     """The reference project's loop in torch (float32), with this package's W, starts and distance."""
     import torch
 
-    was_numpy = _arrays.kind_of(x) == "numpy"
-    rows = torch.from_numpy(np.asarray(x)) if was_numpy else x.detach()
+    kind = _arrays.kind_of(x)
+    if kind == "numpy":
+        rows = torch.from_numpy(x)
+    elif kind == "cupy":
+        rows = torch.from_dlpack(x)  # zero-copy view on the same device
+    else:
+        rows = x.detach()
     dev = rows.device
     n, dim = rows.shape
     z = rows.to(torch.float32)
@@ -181,6 +186,11 @@ def _run_torch(x: Any, *, n_select, method, proj_dim, n_starts, seed, return_rad
             if return_radius:
                 cover = torch.minimum(cover, d)
                 radius[t] = cover.max().item()
-    if was_numpy:
+    if kind == "numpy":
         return indices.numpy(), radius.numpy()
-    return indices.to(dev), radius.to(dev)
+    indices, radius = indices.to(dev), radius.to(dev)
+    if kind == "cupy":
+        import cupy
+
+        return cupy.from_dlpack(indices), cupy.from_dlpack(radius)
+    return indices, radius
