@@ -309,8 +309,13 @@ def test_bad_method_and_options():
         kcenter_greedy(x, n_select=1, backend="triton")
 
 
-def test_float64_beyond_float32_range():
+@pytest.mark.parametrize("backend", COMPILED)
+def test_float64_beyond_float32_range(backend):
     x = np.zeros((5, 2))
-    x[0, 0] = 1e300
+    x[0, 0] = -1e300
+    if backend == "cuda":
+        import torch
+
+        x = torch.from_numpy(x).cuda()
     with pytest.raises(ValueError, match="features must fit in float32"):
-        kcenter_greedy(x, n_select=1, backend="cpu")
+        kcenter_greedy(x, n_select=1, backend=backend)
