@@ -132,6 +132,18 @@ def test_duplicates_lowest_index_wins(backend):
     np.testing.assert_array_equal(rad, [5.0, 0.0, 0.0, 0.0])
 
 
+@pytest.mark.parametrize("backend", backend_params("cpu", "cuda"))
+def test_ties_across_thread_blocks(backend):
+    # 9000 rows: the cpu loop splits them over OpenMP threads. Rows 100 and 8000 are equal and far,
+    # the rest are 0: exact picks 100 (tie with 8000, lowest wins), then row 0 (all zeros tie at 10),
+    # then everything is covered and row 0 wins again.
+    x = np.zeros((9000, 2), np.float32)
+    x[[100, 8000], 0] = 10.0
+    idx, rad = run(x, backend, n_select=3, method="exact", proj_dim=None, return_radius=True)
+    np.testing.assert_array_equal(idx, [100, 0, 0])
+    np.testing.assert_array_equal(rad, [10.0, 0.0, 0.0])
+
+
 @pytest.mark.parametrize("backend", ALL)
 def test_all_equal_points(backend):
     x = np.full((7, 5), 3.0, dtype=np.float32)
