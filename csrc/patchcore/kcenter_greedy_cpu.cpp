@@ -7,7 +7,7 @@
 // float64 (O(N * P) instead of O(N^2 * P); serial sums, so deterministic).
 //
 // Parallel mapping of the loop: ONE parallel region for all n_select iterations; each thread owns a
-// fixed contiguous block of rows (which stays in its core's cache) and, per iteration, does one fused
+// fixed contiguous block of rows (cached by its core when it fits) and, per iteration, does one fused
 // pass over it: distance to the current centre, running min of the score (and of the covering distance
 // when the radius is requested), and its block's argmax (strict '>' while scanning up, so the lowest
 // index of a tie). Threads publish (value, index) in a slot, meet at one barrier, and every thread
