@@ -271,7 +271,9 @@ class PatchCore:
         if cfg["coreset_method"] == "all" or cfg["coreset_percentage"] >= 1.0:
             bank = features
         else:
-            idx = kcenter_greedy(features, percentage=cfg["coreset_percentage"], method=cfg["coreset_method"],
+            # n_select >= 1: int(N * percentage) can be 0 for tiny fits; an empty bank scores nothing.
+            n_select = max(1, int(n_patches * cfg["coreset_percentage"]))
+            idx = kcenter_greedy(features, n_select=n_select, method=cfg["coreset_method"],
                                  proj_dim=cfg["coreset_proj_dim"], seed=cfg["seed"],
                                  backend=self.coreset_backend)
             idx = torch.as_tensor(idx, device=features.device).long()
