@@ -230,3 +230,32 @@ def test_bad_inputs(fitted):
         _new_model(device="tpu")
     with pytest.raises(ValueError, match="fit needs at least one training image"):
         _new_model().fit(np.zeros((0, 3, 64, 64), np.float32))
+
+
+def test_torchvision_weights_are_reloaded_by_name_not_saved(fitted, results, tmp_path, monkeypatch):
+    import copy
+
+    import torchvision
+
+    # Pretend the fitted random backbone came from torchvision's IMAGENET1K_V1: the save must
+    # hold only the memory bank, and the load must fetch the weights by name (patched here;
+    # this machine has no network).
+    model = copy.copy(fitted)
+    model.config = {**fitted.config, "weights": "IMAGENET1K_V1"}
+    out = model.save(tmp_path / "tv")
+    from safetensors.torch import load_file
+
+    assert list(load_file(str(out / TENSORS_FILE))) == ["memory_bank"]
+    full = torchvision.models.resnet18(weights=None).state_dict()
+    full.update(fitted.extractor.state_dict())
+    calls = []
+
+    def fake_download(url, *args, **kwargs):
+        calls.append(url)
+        return full
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
+    loaded = PatchCore.load(out, device="cpu")
+    assert len(calls) == 1 and "resnet18" in calls[0]
+    images = np.stack(results["image"][:2])
+    np.testing.assert_array_equal(loaded.predict(images)[0], fitted.predict(images)[0])
