@@ -1,1 +1,5 @@
 """PatchCore: data, backbones, features, memory bank, scoring, metrics, CLI."""
+
+from .model import PatchCore
+
+__all__ = ["PatchCore"]
