@@ -1,18 +1,21 @@
 // knn_score on the CPU: blocked |q|^2 - 2 q.b + |b|^2 with a per-query sorted top-k.
 //
 // Parallel mapping: one OpenMP task per block of up to ~64 queries (dynamic schedule; blocks
-// shrink, down to one register tile, so that every thread gets about two of them). Inside a
-// block, the queries are packed once into tiles of kMR rows stored depth-major ([D][kMR]) and
-// the bank is walked in blocks of kBankBlock rows, each packed into panels of kNR rows
-// stored depth-major ([D][kNR], the rows become vector lanes); then a register tile of kMR queries x kNR bank rows accumulates outer products: per depth d, two
-// vector loads of the panel, kMR broadcasts of q[i][d], 2 kMR fused multiply-adds. Depth is
-// summed in chunks of kDepthChunk (fresh registers per chunk, chunks added in order), which
-// bounds float32 rounding growth. Then every query's top-k is updated from the block's
-// distances in bank order.
+// shrink, down to one register tile, so that every thread gets about two of them).
+// Inside a block (a small GEMM, BLIS-style):
+// - the queries are packed once into tiles of kMR rows stored depth-major ([D][kMR]);
+// - the bank is walked in blocks of kBankBlock rows, each packed into panels of kNR rows,
+//   also depth-major ([D][kNR]: the bank rows become vector lanes);
+// - a register tile of kMR queries x kNR bank rows accumulates outer products: per depth d,
+//   two vector loads of the panel, kMR broadcasts of q[i][d], 2 kMR fused multiply-adds;
+// - depth is walked in chunks of kDepthChunk (outermost, so a chunk of the packed data stays
+//   in cache while every tile x panel pair uses it); each chunk starts from fresh registers
+//   and is added to the block's dot products in order, which also bounds float32 rounding;
+// - then every query's top-k is updated from the block's distances, in bank order.
 // Ties: every pair runs the same sequence of operations whatever its lane or tile (ragged
-// tiles repeat their last query row and panels are padded with zero rows, results discarded), so
-// duplicated bank rows give bit-identical distances and the stable insertion keeps the
-// lowest index first.
+// tiles repeat their last query row, panels are padded with zero rows; those results are
+// discarded), so duplicated bank rows give bit-identical distances and the stable insertion
+// keeps the lowest index first.
 #include "patchcore/knn_score.h"
 
 #include <algorithm>
@@ -119,31 +122,34 @@ void pack_queries(const T* queries, int64_t n_rows, int64_t dim, T* tile) {
     for (int i = 0; i < kMR; ++i) tile[d * kMR + i] = queries[std::min<int64_t>(i, n_rows - 1) * dim + d];
 }
 
-// dots[i][r] = query i . bank row r of one packed query tile and one packed panel.
+// dots[i * ld + r] (+)= sum over d in [d0, d1) of query i[d] * bank row r[d], for one packed
+// query tile and one packed panel: stored when first, else added (the same order for every
+// pair).
 template <typename T>
-inline void dot_tile(const T* tile, const T* panel, int64_t dim, T dots[kMR][Vec<T>::kNR]) {
+inline void dot_tile(const T* tile, const T* panel, int64_t d0, int64_t d1, bool first, T* dots,
+                     int64_t ld) {
   constexpr int L = Vec<T>::kLanes;
   constexpr int NR = Vec<T>::kNR;
-  vec_t<T> total[kMR][2];
-  for (int64_t d0 = 0; d0 < dim; d0 += kDepthChunk) {
-    const int64_t d1 = std::min(dim, d0 + kDepthChunk);
-    vec_t<T> acc[kMR][2];
-    for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = vec_t<T>{};
-    for (int64_t d = d0; d < d1; ++d) {
-      const vec_t<T> b0 = load_vec(panel + d * NR);
-      const vec_t<T> b1 = load_vec(panel + d * NR + L);
-      for (int i = 0; i < kMR; ++i) {
-        const vec_t<T> qs = broadcast(tile[d * kMR + i]);
-        acc[i][0] = madd(qs, b0, acc[i][0]);
-        acc[i][1] = madd(qs, b1, acc[i][1]);
-      }
-    }
+  vec_t<T> acc[kMR][2];
+  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = vec_t<T>{};
+  for (int64_t d = d0; d < d1; ++d) {
+    const vec_t<T> b0 = load_vec(panel + d * NR);
+    const vec_t<T> b1 = load_vec(panel + d * NR + L);
     for (int i = 0; i < kMR; ++i) {
-      total[i][0] = d0 == 0 ? acc[i][0] : total[i][0] + acc[i][0];
-      total[i][1] = d0 == 0 ? acc[i][1] : total[i][1] + acc[i][1];
+      const vec_t<T> qs = broadcast(tile[d * kMR + i]);
+      acc[i][0] = madd(qs, b0, acc[i][0]);
+      acc[i][1] = madd(qs, b1, acc[i][1]);
     }
   }
-  for (int i = 0; i < kMR; ++i) std::memcpy(dots[i], total[i], sizeof(total[i]));
+  for (int i = 0; i < kMR; ++i) {
+    T* row = dots + i * ld;
+    if (!first) {
+      acc[i][0] = acc[i][0] + load_vec(row);
+      acc[i][1] = acc[i][1] + load_vec(row + L);
+    }
+    std::memcpy(row, &acc[i][0], sizeof(acc[i][0]));
+    std::memcpy(row + L, &acc[i][1], sizeof(acc[i][1]));
+  }
 }
 
 template <typename T>
@@ -193,6 +199,7 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
   {
     std::vector<T> panels(kBankBlock * dim);
     std::vector<T> tiles(kQueryBlock * dim);
+    std::vector<T> dots(kQueryBlock * kBankBlock);
     std::vector<float> dist(kQueryBlock * kBankBlock);
     double query_norm[kQueryBlock];
     int64_t count[kQueryBlock];
@@ -210,17 +217,19 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
         const int64_t nm = std::min(kBankBlock, n_bank - m0);
         for (int64_t j0 = 0; j0 < nm; j0 += NR)
           pack_panel(bank + (m0 + j0) * dim, std::min<int64_t>(NR, nm - j0), dim, panels.data() + j0 * dim);
-        for (int64_t i0 = 0; i0 < nq; i0 += kMR) {
-          for (int64_t j0 = 0; j0 < nm; j0 += NR) {
-            T dots[kMR][NR];
-            dot_tile<T>(tiles.data() + i0 * dim, panels.data() + j0 * dim, dim, dots);
-            for (int i = 0; i < kMR && i0 + i < nq; ++i) {
-              for (int r = 0; r < NR && j0 + r < nm; ++r) {
-                const double d2 = query_norm[i0 + i] - 2.0 * static_cast<double>(dots[i][r]) +
-                                  bank_norm[m0 + j0 + r];
-                dist[(i0 + i) * kBankBlock + j0 + r] = static_cast<float>(std::max(d2, 0.0));
-              }
-            }
+        // dots rows cover whole tiles (ragged tiles compute throw-away rows).
+        for (int64_t d0 = 0; d0 < dim; d0 += kDepthChunk) {
+          const int64_t d1 = std::min(dim, d0 + kDepthChunk);
+          for (int64_t i0 = 0; i0 < nq; i0 += kMR)
+            for (int64_t j0 = 0; j0 < nm; j0 += NR)
+              dot_tile<T>(tiles.data() + i0 * dim, panels.data() + j0 * dim, d0, d1, d0 == 0,
+                          dots.data() + i0 * kBankBlock + j0, kBankBlock);
+        }
+        for (int64_t i = 0; i < nq; ++i) {
+          for (int64_t j = 0; j < nm; ++j) {
+            const double d2 = query_norm[i] - 2.0 * static_cast<double>(dots[i * kBankBlock + j]) +
+                              bank_norm[m0 + j];
+            dist[i * kBankBlock + j] = static_cast<float>(std::max(d2, 0.0));
           }
         }
         for (int64_t i = 0; i < nq; ++i) {
