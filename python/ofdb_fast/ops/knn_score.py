@@ -42,9 +42,10 @@ _TORCH_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 26}
 
 
 def _auto_order(dtype: str) -> dict[str, tuple[str, ...]]:
-    # faiss (BLAS sgemm) measured about 2x faster than the cpu kernel at Q=2048, M=4000,
-    # D=1024 float32 on a 2-core AVX-512 Xeon; it computes in float32 only, so float64 input
-    # goes to the cpu kernel, which keeps float64.
+    # faiss (OpenBLAS sgemm) measured 1.3-2x faster than the cpu kernel, single thread,
+    # Q=768, M=2048, D=1024 float32 on a shared (noisy) 2-core AVX-512 Xeon: to be re-checked
+    # with bench_knn_score.py. faiss computes in float32 only, so float64 input goes to the
+    # cpu kernel, which keeps float64.
     cpu = ("faiss", "cpu", "numpy") if dtype == "float32" else ("cpu", "numpy")
     return {"cpu": cpu, "cuda": ("torch",)}
 
