@@ -92,7 +92,8 @@ def knn_score(
     """Squared L2 distances from every query to its ``k`` nearest bank rows.
 
     Args:
-        queries: ``[Q, D]`` float32/float64 NumPy array or torch tensor (CPU or CUDA).
+        queries: ``[Q, D]`` float32/float64 NumPy array, torch tensor (CPU or CUDA) or CuPy
+            array (``torch`` backend).
         bank: ``[M, D]`` float array of the same type and on the same device, ``M >= k``.
         k: neighbours per query, ``1 <= k <= M``.
         return_indices: also return the bank indices.
@@ -119,6 +120,13 @@ def knn_score(
     name = _dispatch.resolve(OP, backend, device, supported=SUPPORTED, auto_order=_auto_order(dtype))
     if name == "torch" and _arrays.kind_of(queries) == "torch":
         distances, indices = _knn_torch(queries, bank, k, chunk_size, dtype)
+        return (distances, indices) if return_indices else distances
+    if name == "torch" and _arrays.kind_of(queries) == "cupy":  # zero-copy through DLPack
+        import cupy
+        import torch
+
+        distances, indices = _knn_torch(torch.from_dlpack(queries), torch.from_dlpack(bank), k, chunk_size, dtype)
+        distances, indices = cupy.from_dlpack(distances), cupy.from_dlpack(indices)
         return (distances, indices) if return_indices else distances
     q = np.ascontiguousarray(_arrays.to_numpy(queries, "queries"), dtype=dtype)
     b = np.ascontiguousarray(_arrays.to_numpy(bank, "bank"), dtype=dtype)
