@@ -1,11 +1,11 @@
 // knn_score: exact k nearest neighbours by squared L2 distance (CPU, OpenMP).
 //
 // Math: d(q, b) = |q|^2 - 2 q.b + |b|^2, clamped at 0 (the faiss IndexFlatL2 expansion).
-// Numerics: dot products accumulate in the input type T over vector lanes (4, 8 or 16 floats
-// with SSE/NEON, AVX, AVX-512), then a fixed pairwise lane reduction; norms accumulate in
-// double; the expansion is evaluated in double and rounded to float once. So float32 input means float32 dot products (error about
-// 1e-7 * |q| |b| * sqrt(D / lanes)), float64 input means float64 throughout. FMA where the
-// target has it.
+// Numerics: dot products accumulate in the input type T (fused multiply-adds where the target
+// has them), sequentially over depth within chunks of 128, the chunk sums added in order;
+// norms accumulate in double; the expansion is evaluated in double and rounded to float once.
+// So float32 input means float32 dot products (error about 1e-7 * |q| |b| * sqrt(128)), and
+// float64 input means float64 throughout.
 // Tie-breaking: every (query, bank row) pair is computed by the same instruction sequence, so
 // duplicated bank rows give equal distances; equal float32 distances keep the lowest bank
 // index first (bank rows are scanned in increasing index order, insertion is stable).

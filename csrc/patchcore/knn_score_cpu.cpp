@@ -1,18 +1,26 @@
 // knn_score on the CPU: blocked |q|^2 - 2 q.b + |b|^2 with a per-query sorted top-k.
 //
-// Parallel mapping: one OpenMP task per block of up to kQueryBlock queries (dynamic schedule;
-// blocks shrink, down to one register tile, so that every thread gets about two of them).
-// Inside a block, the bank is walked in blocks of kBankBlock rows (kept in L2); each bank
-// block is multiplied against the query block in register tiles of kQueryTile x kBankTile
-// dot products, then every query's top-k is updated from the block's distances in bank
-// order. Ragged tiles repeat a valid row (results discarded), so every pair runs the same
-// code and duplicated bank rows produce bit-identical distances (ties: lowest index first).
+// Parallel mapping: one OpenMP task per block of up to ~64 queries (dynamic schedule; blocks
+// shrink, down to one register tile, so that every thread gets about two of them).
+// Inside a block (a small GEMM, BLIS-style):
+// - the queries are packed once into tiles of kMR rows stored depth-major ([D][kMR]);
+// - the bank is walked in blocks of kBankBlock rows, each packed into panels of kNR rows,
+//   also depth-major ([D][kNR]: the bank rows become vector lanes);
+// - a register tile of kMR queries x kNR bank rows accumulates outer products: per depth d,
+//   two vector loads of the panel, kMR broadcasts of q[i][d], 2 kMR fused multiply-adds;
+// - depth is walked in chunks of kDepthChunk (outermost, so a chunk of the packed data stays
+//   in cache while every tile x panel pair uses it); each chunk starts from fresh registers
+//   and is added to the block's dot products in order, which also bounds float32 rounding;
+// - then every query's top-k is updated from the block's distances, in bank order.
+// Ties: every pair runs the same sequence of operations whatever its lane or tile (ragged
+// tiles repeat their last query row, panels are padded with zero rows; those results are
+// discarded), so duplicated bank rows give bit-identical distances and the stable insertion
+// keeps the lowest index first.
 #include "patchcore/knn_score.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -26,33 +34,30 @@
 namespace ofdb {
 namespace {
 
-constexpr int64_t kQueryBlock = 64;
-constexpr int64_t kBankBlock = 128;
-// Register tile of dot products: accumulators + one query vector + kBankTile bank vectors must
-// fit the vector register file (32 registers with AVX-512, 16 otherwise).
-#if defined(__AVX512F__)
-constexpr int kQueryTile = 8;
-constexpr int kBankTile = 3;
-#else
-constexpr int kQueryTile = 4;
-constexpr int kBankTile = 2;
-#endif
-
 // GCC/Clang vector extensions, one hardware register wide (64 bytes with AVX-512, 32 with AVX).
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
+constexpr int kMR = 12;  // 24 accumulators + 2 panel vectors + 1 broadcast <= 32 registers
 #elif defined(__AVX__)
 constexpr int kVecBytes = 32;
+constexpr int kMR = 6;  // 12 + 2 + 1 <= 16 registers
 #else
 constexpr int kVecBytes = 16;  // SSE2 / NEON
+constexpr int kMR = 6;
 #endif
+
 template <typename T>
 struct Vec {
   typedef T type __attribute__((vector_size(kVecBytes)));
   static constexpr int kLanes = kVecBytes / sizeof(T);
+  static constexpr int kNR = 2 * kLanes;  // bank rows per panel: two vectors
 };
 template <typename T>
 using vec_t = typename Vec<T>::type;
+
+constexpr int64_t kBankBlock = 128;  // a multiple of every kNR
+constexpr int64_t kDepthChunk = 128;
+constexpr int64_t kQueryBlock = (64 + kMR - 1) / kMR * kMR;
 
 template <typename T>
 inline vec_t<T> load_vec(const T* p) {
@@ -82,50 +87,69 @@ inline vec_t<double> madd(vec_t<double> a, vec_t<double> b, vec_t<double> c) {
 #endif
 }
 
-template <typename T>
-inline T reduce_lanes(vec_t<T> acc) {
-  constexpr int L = Vec<T>::kLanes;
-  T tmp[L];
-  std::memcpy(tmp, &acc, sizeof(acc));
-  for (int width = L / 2; width > 0; width /= 2)
-    for (int l = 0; l < width; ++l) tmp[l] = tmp[l] + tmp[l + width];
-  return tmp[0];
+inline vec_t<float> broadcast(float x) {
+#if defined(__AVX512F__)
+  return _mm512_set1_ps(x);
+#elif defined(__AVX__)
+  return _mm256_set1_ps(x);
+#else
+  return vec_t<float>{} + x;
+#endif
+}
+inline vec_t<double> broadcast(double x) {
+#if defined(__AVX512F__)
+  return _mm512_set1_pd(x);
+#elif defined(__AVX__)
+  return _mm256_set1_pd(x);
+#else
+  return vec_t<double>{} + x;
+#endif
 }
 
-// out[i][j] = q_i . b_j for a kQueryTile x kBankTile tile of rows. The D % lanes tail is
-// zero-padded into one more vector step, so every pair follows the same sequence.
+// panel[d * kNR + r] = bank row r, element d; rows past n_rows are zero.
 template <typename T>
-inline void dot_tile(const T* const* q, const T* const* b, int64_t dim,
-                     T out[kQueryTile][kBankTile]) {
+void pack_panel(const T* bank, int64_t n_rows, int64_t dim, T* panel) {
+  constexpr int NR = Vec<T>::kNR;
+  for (int64_t d = 0; d < dim; ++d)
+    for (int r = 0; r < NR; ++r) panel[d * NR + r] = r < n_rows ? bank[r * dim + d] : T(0);
+}
+
+// tile[d * kMR + i] = query row min(i, n_rows - 1), element d (a ragged tile repeats its last
+// row, so every lane computes something valid; the extra results are discarded).
+template <typename T>
+void pack_queries(const T* queries, int64_t n_rows, int64_t dim, T* tile) {
+  for (int64_t d = 0; d < dim; ++d)
+    for (int i = 0; i < kMR; ++i) tile[d * kMR + i] = queries[std::min<int64_t>(i, n_rows - 1) * dim + d];
+}
+
+// dots[i * ld + r] (+)= sum over d in [d0, d1) of query i[d] * bank row r[d], for one packed
+// query tile and one packed panel: stored when first, else added (the same order for every
+// pair).
+template <typename T>
+inline void dot_tile(const T* tile, const T* panel, int64_t d0, int64_t d1, bool first, T* dots,
+                     int64_t ld) {
   constexpr int L = Vec<T>::kLanes;
-  vec_t<T> acc[kQueryTile][kBankTile];
-  for (int i = 0; i < kQueryTile; ++i)
-    for (int j = 0; j < kBankTile; ++j) acc[i][j] = vec_t<T>{};
-  int64_t d = 0;
-  for (; d + L <= dim; d += L) {
-    vec_t<T> bv[kBankTile];
-    for (int j = 0; j < kBankTile; ++j) bv[j] = load_vec(b[j] + d);
-    for (int i = 0; i < kQueryTile; ++i) {
-      const vec_t<T> qv = load_vec(q[i] + d);
-      for (int j = 0; j < kBankTile; ++j) acc[i][j] = madd(qv, bv[j], acc[i][j]);
+  constexpr int NR = Vec<T>::kNR;
+  vec_t<T> acc[kMR][2];
+  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = vec_t<T>{};
+  for (int64_t d = d0; d < d1; ++d) {
+    const vec_t<T> b0 = load_vec(panel + d * NR);
+    const vec_t<T> b1 = load_vec(panel + d * NR + L);
+    for (int i = 0; i < kMR; ++i) {
+      const vec_t<T> qs = broadcast(tile[d * kMR + i]);
+      acc[i][0] = madd(qs, b0, acc[i][0]);
+      acc[i][1] = madd(qs, b1, acc[i][1]);
     }
   }
-  const int64_t tail = dim - d;
-  if (tail > 0) {
-    T pad[L] = {};
-    vec_t<T> bv[kBankTile];
-    for (int j = 0; j < kBankTile; ++j) {
-      std::memcpy(pad, b[j] + d, tail * sizeof(T));
-      bv[j] = load_vec(pad);
+  for (int i = 0; i < kMR; ++i) {
+    T* row = dots + i * ld;
+    if (!first) {
+      acc[i][0] = acc[i][0] + load_vec(row);
+      acc[i][1] = acc[i][1] + load_vec(row + L);
     }
-    for (int i = 0; i < kQueryTile; ++i) {
-      std::memcpy(pad, q[i] + d, tail * sizeof(T));
-      const vec_t<T> qv = load_vec(pad);
-      for (int j = 0; j < kBankTile; ++j) acc[i][j] = madd(qv, bv[j], acc[i][j]);
-    }
+    std::memcpy(row, &acc[i][0], sizeof(acc[i][0]));
+    std::memcpy(row + L, &acc[i][1], sizeof(acc[i][1]));
   }
-  for (int i = 0; i < kQueryTile; ++i)
-    for (int j = 0; j < kBankTile; ++j) out[i][j] = reduce_lanes<T>(acc[i][j]);
 }
 
 template <typename T>
@@ -156,6 +180,7 @@ inline void topk_insert(float dist, int64_t idx, float* dists, int64_t* idxs, in
 template <typename T>
 void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n_bank,
                    int64_t dim, int64_t k, float* out_dist, int64_t* out_idx) {
+  constexpr int NR = Vec<T>::kNR;
   if (n_queries == 0) return;
   std::vector<double> bank_norm(n_bank);
 #pragma omp parallel for schedule(static)
@@ -168,10 +193,13 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
 #endif
   // Big blocks re-read the bank less often; small ones keep every thread busy when Q is small.
   int64_t block = (n_queries + 2 * n_threads - 1) / (2 * n_threads);
-  block = std::clamp<int64_t>((block + kQueryTile - 1) / kQueryTile * kQueryTile, kQueryTile, kQueryBlock);
+  block = std::clamp<int64_t>((block + kMR - 1) / kMR * kMR, kMR, kQueryBlock);
   const int64_t n_blocks = (n_queries + block - 1) / block;
 #pragma omp parallel
   {
+    std::vector<T> panels(kBankBlock * dim);
+    std::vector<T> tiles(kQueryBlock * dim);
+    std::vector<T> dots(kQueryBlock * kBankBlock);
     std::vector<float> dist(kQueryBlock * kBankBlock);
     double query_norm[kQueryBlock];
     int64_t count[kQueryBlock];
@@ -183,25 +211,25 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
         query_norm[i] = squared_norm(queries + (q0 + i) * dim, dim);
         count[i] = 0;
       }
+      for (int64_t i0 = 0; i0 < nq; i0 += kMR)
+        pack_queries(queries + (q0 + i0) * dim, std::min<int64_t>(kMR, nq - i0), dim, tiles.data() + i0 * dim);
       for (int64_t m0 = 0; m0 < n_bank; m0 += kBankBlock) {
         const int64_t nm = std::min(kBankBlock, n_bank - m0);
-        for (int64_t i0 = 0; i0 < nq; i0 += kQueryTile) {
-          const T* q[kQueryTile];
-          for (int i = 0; i < kQueryTile; ++i)
-            q[i] = queries + (q0 + std::min<int64_t>(i0 + i, nq - 1)) * dim;
-          for (int64_t j0 = 0; j0 < nm; j0 += kBankTile) {
-            const T* b[kBankTile];
-            for (int j = 0; j < kBankTile; ++j)
-              b[j] = bank + (m0 + std::min<int64_t>(j0 + j, nm - 1)) * dim;
-            T dots[kQueryTile][kBankTile];
-            dot_tile<T>(q, b, dim, dots);
-            for (int i = 0; i < kQueryTile && i0 + i < nq; ++i) {
-              for (int j = 0; j < kBankTile && j0 + j < nm; ++j) {
-                const double d2 = query_norm[i0 + i] - 2.0 * static_cast<double>(dots[i][j]) +
-                                  bank_norm[m0 + j0 + j];
-                dist[(i0 + i) * kBankBlock + j0 + j] = static_cast<float>(std::max(d2, 0.0));
-              }
-            }
+        for (int64_t j0 = 0; j0 < nm; j0 += NR)
+          pack_panel(bank + (m0 + j0) * dim, std::min<int64_t>(NR, nm - j0), dim, panels.data() + j0 * dim);
+        // dots rows cover whole tiles (ragged tiles compute throw-away rows).
+        for (int64_t d0 = 0; d0 < dim; d0 += kDepthChunk) {
+          const int64_t d1 = std::min(dim, d0 + kDepthChunk);
+          for (int64_t i0 = 0; i0 < nq; i0 += kMR)
+            for (int64_t j0 = 0; j0 < nm; j0 += NR)
+              dot_tile<T>(tiles.data() + i0 * dim, panels.data() + j0 * dim, d0, d1, d0 == 0,
+                          dots.data() + i0 * kBankBlock + j0, kBankBlock);
+        }
+        for (int64_t i = 0; i < nq; ++i) {
+          for (int64_t j = 0; j < nm; ++j) {
+            const double d2 = query_norm[i] - 2.0 * static_cast<double>(dots[i * kBankBlock + j]) +
+                              bank_norm[m0 + j];
+            dist[i * kBankBlock + j] = static_cast<float>(std::max(d2, 0.0));
           }
         }
         for (int64_t i = 0; i < nq; ++i) {

@@ -42,9 +42,10 @@ _TORCH_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 26}
 
 
 def _auto_order(dtype: str) -> dict[str, tuple[str, ...]]:
-    # faiss (BLAS sgemm) measured about 2x faster than the cpu kernel at Q=2048, M=4000,
-    # D=1024 float32 on a 2-core AVX-512 Xeon; it computes in float32 only, so float64 input
-    # goes to the cpu kernel, which keeps float64.
+    # faiss (OpenBLAS sgemm) measured 1.3-2x faster than the cpu kernel, single thread,
+    # Q=768, M=2048, D=1024 float32 on a shared (noisy) 2-core AVX-512 Xeon: to be re-checked
+    # with bench_knn_score.py. faiss computes in float32 only, so float64 input goes to the
+    # cpu kernel, which keeps float64.
     cpu = ("faiss", "cpu", "numpy") if dtype == "float32" else ("cpu", "numpy")
     return {"cpu": cpu, "cuda": ("torch",)}
 
@@ -91,7 +92,8 @@ def knn_score(
     """Squared L2 distances from every query to its ``k`` nearest bank rows.
 
     Args:
-        queries: ``[Q, D]`` float32/float64 NumPy array or torch tensor (CPU or CUDA).
+        queries: ``[Q, D]`` float32/float64 NumPy array, torch tensor (CPU or CUDA) or CuPy
+            array (``torch`` backend).
         bank: ``[M, D]`` float array of the same type and on the same device, ``M >= k``.
         k: neighbours per query, ``1 <= k <= M``.
         return_indices: also return the bank indices.
@@ -118,6 +120,13 @@ def knn_score(
     name = _dispatch.resolve(OP, backend, device, supported=SUPPORTED, auto_order=_auto_order(dtype))
     if name == "torch" and _arrays.kind_of(queries) == "torch":
         distances, indices = _knn_torch(queries, bank, k, chunk_size, dtype)
+        return (distances, indices) if return_indices else distances
+    if name == "torch" and _arrays.kind_of(queries) == "cupy":  # zero-copy through DLPack
+        import cupy
+        import torch
+
+        distances, indices = _knn_torch(torch.from_dlpack(queries), torch.from_dlpack(bank), k, chunk_size, dtype)
+        distances, indices = cupy.from_dlpack(distances), cupy.from_dlpack(indices)
         return (distances, indices) if return_indices else distances
     q = np.ascontiguousarray(_arrays.to_numpy(queries, "queries"), dtype=dtype)
     b = np.ascontiguousarray(_arrays.to_numpy(bank, "bank"), dtype=dtype)

@@ -72,8 +72,8 @@ def patch_aggregate(
     """PatchCore patch features: ``[B * H0 * W0, target_embed_dimension]`` float32.
 
     Args:
-        features: list of ``L`` float maps ``[B, C_l, H_l, W_l]`` (NumPy arrays or torch
-            tensors, one type and device); layer 0's ``H0 x W0`` is the output grid.
+        features: list of ``L`` float maps ``[B, C_l, H_l, W_l]`` (NumPy arrays, torch
+            tensors or CuPy arrays; one type and device); layer 0's ``H0 x W0`` is the grid.
         patch_size: odd patch size (3 in PatchCore), stride 1, zero padding.
         pretrain_embed_dimension: per-layer pooled length (MeanMapper).
         target_embed_dimension: final length (Aggregator).
@@ -101,6 +101,8 @@ def patch_aggregate(
             import torch
 
             return torch.zeros((0, target_embed_dimension), dtype=torch.float32, device=maps[0].device)
+        if _arrays.kind_of(maps[0]) == "cupy":
+            return _arrays.cuda_empty((0, target_embed_dimension), "float32", maps[0])
         return np.zeros((0, target_embed_dimension), np.float32)
     if name == "numpy":
         from ..reference.patch_aggregate import patch_aggregate as aggregate_numpy
@@ -112,15 +114,26 @@ def patch_aggregate(
         return _arrays.wrap_like(out, maps[0])
     import torch
 
-    is_numpy = _arrays.kind_of(maps[0]) == "numpy"
-    tensors = [torch.from_numpy(np.ascontiguousarray(x)) if is_numpy else x for x in maps]
+    kind = _arrays.kind_of(maps[0])
+    if kind == "numpy":
+        tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in maps]
+    elif kind == "cupy":  # zero-copy views of the same GPU memory
+        tensors = [torch.from_dlpack(x) for x in maps]
+    else:
+        tensors = maps
     if name == "torch":
         out = _aggregate_torch(tensors, **dims)
     else:
         from ..triton.patch_aggregate import patch_aggregate_triton
 
         out = patch_aggregate_triton(tensors, **dims)
-    return out.numpy() if is_numpy else out
+    if kind == "numpy":
+        return out.numpy()
+    if kind == "cupy":
+        import cupy
+
+        return cupy.from_dlpack(out)
+    return out
 
 
 def _aggregate_torch(
