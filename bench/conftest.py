@@ -16,7 +16,7 @@ PRESETS: dict[str, dict[str, list]] = {
         "ifs_render": [256, 512],
         "generate": [200],
         "kcenter_greedy": [(20_000, 128, 0.1)],
-        "knn_score": [(784 * 8, 16_000, 1024)],
+        "knn_score": [(784, 1_000, 128), (784 * 8, 16_000, 1024)],
         "patch_aggregate": [(8, 224)],
         "patchcore": [(16, 224)],
     },
