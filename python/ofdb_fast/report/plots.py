@@ -31,8 +31,9 @@ _GRID = (233, 236, 239)
 _MARGIN = {"left": 50, "right": 12, "top": 28, "bottom": 42}  # CSS pixels around the frame
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About ``n`` round tick values (steps of 1, 2, 2.5 or 5 x 10^k) covering ``[lo, hi]``.
+def nice_ticks(lo: float, hi: float, n: int = 5, min_step: float = 0.0) -> list[float]:
+    """About ``n`` round tick values (steps of 1, 2, 2.5 or 5 x 10^k, at least ``min_step``)
+    inside ``[lo, hi]``.
 
     Example:
         >>> nice_ticks(0.0, 1.0)
@@ -40,7 +41,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     """
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [float(lo)]
-    raw = (hi - lo) / max(1, n)
+    raw = max((hi - lo) / max(1, n), min_step)
     mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
     first = math.ceil(lo / step - 1e-9) * step
@@ -113,6 +114,7 @@ class Plot:
     height: int = 290
     scale: int = 2
     legend_loc: str = "lower right"  # "lower right" | "upper right" | "upper left"
+    y_min_step: float = 0.0  # 1.0 for counts: no fractional ticks
     _items: list = field(default_factory=list, repr=False)
 
     def line(self, x: Sequence[float], y: Sequence[float], *, color: str, label: str | None = None,
@@ -156,7 +158,7 @@ class Plot:
         small, title_font = _font(10.5 * k), _font(12.5 * k)
         # Grid and tick labels.
         for axis, (lo, hi) in (("x", self.xlim), ("y", self.ylim)):
-            ticks = nice_ticks(lo, hi)
+            ticks = nice_ticks(lo, hi, min_step=self.y_min_step if axis == "y" else 0.0)
             step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
             for t in ticks:
                 label = tick_label(t, step)
