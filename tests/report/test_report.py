@@ -169,7 +169,8 @@ def test_side_by_side_runs(run_dir, capsys):
         results = json.loads((run_dir / name / "results.json").read_text())
         for cat, r in results["categories"].items():
             for m in METRICS:
-                cell = [c for c in page.cells if (c["data-run"], c["data-category"], c["data-metric"]) == (name, cat, m)]
+                key = (name, cat, m)
+                cell = [c for c in page.cells if (c["data-run"], c["data-category"], c["data-metric"]) == key]
                 assert len(cell) == 1 and float(cell[0]["data-value"]) == r[m]
     # washer was not evaluated in eval_b: an empty cell, not a made-up number.
     cell = [c for c in page.cells if (c["data-run"], c["data-category"]) == ("eval_b", "washer")]

@@ -344,8 +344,18 @@ def _timings_table(runs: list[EvalRun]) -> str:
     return f'<table class="timings"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _facts_table(runs: list[EvalRun], extra: dict[str, Any]) -> str:
-    """Configuration (and extra timings) as rows, one column per run; differing values marked."""
+def _extra_table(extra: dict[str, Any]) -> str:
+    """Run-level facts from ``RUN_DIR/timings.json`` (render images/s, pretraining time, ...)."""
+    if not extra:
+        return ""
+    rows = "".join(f'<tr><th scope="row">{_e(k)}</th><td class="num">{_e(_fmt_value(v))}</td></tr>'
+                   for k, v in extra.items())
+    return f'<h3>Run</h3><table class="config" id="run-timings"><tbody>{rows}</tbody></table><h3>Evaluate</h3>'
+
+
+def _facts_table(runs: list[EvalRun]) -> str:
+    """Configuration (and each run's own timings.json) as rows, one column per run; differing
+    values marked."""
     rows: dict[str, list[Any]] = {}
 
     def put(key: str, i: int, value: Any) -> None:
@@ -368,13 +378,7 @@ def _facts_table(runs: list[EvalRun], extra: dict[str, Any]) -> str:
         cls = ' class="differs"' if differs else ""
         body.append(f'<tr{cls}><th scope="row">{_e(key)}</th>' + "".join(
             f"<td>{_e(_fmt_value(v))}</td>" for v in vals) + "</tr>")
-    table = f'<table class="config"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
-    if extra:
-        rows_x = "".join(f'<tr><th scope="row">{_e(k)}</th><td class="num">{_e(_fmt_value(v))}</td></tr>'
-                         for k, v in extra.items())
-        table = (f'<h3>Run timings</h3><table class="config" id="run-timings"><tbody>{rows_x}</tbody></table>'
-                 f"<h3>Per evaluate run</h3>{table}")
-    return table
+    return f'<table class="config"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
 # ---------------------------------------------------------------------------- page
@@ -467,10 +471,10 @@ def render_report(runs: list[EvalRun], *, title: str = "PatchCore report", run_d
             out.append(f"<details open><summary>{_e(r.name)}</summary>{gallery}</details>" if multi else gallery)
         out.append("</section>")
     out.append("</section>")
-    out.append('<section id="timings"><h2>Timings</h2>' + _timings_table(runs) +
+    out.append('<section id="timings"><h2>Timings</h2>' + _extra_table(extra_timings or {}) + _timings_table(runs) +
                '<p class="note">Scoring time is model compute per test image; "incl. decoding" adds image '
                "loading and preprocessing.</p></section>")
-    out.append('<section id="config"><h2>Configuration</h2>' + _facts_table(runs, extra_timings or {}) +
+    out.append('<section id="config"><h2>Configuration</h2>' + _facts_table(runs) +
                "</section>")
     out.append("</main>")
     out.append(f"<footer>Written by <code>ofdb-fast report</code>. Sources: "
