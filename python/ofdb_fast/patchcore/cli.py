@@ -8,7 +8,12 @@
   per-category table and mean; writes ``results.json``, ``results.csv`` (per category + mean),
   ``scores.csv`` (per image: category, path, label, defect_type, score) and overlays
   ``overlays/<category>/{high,low}_<rank>_<type>_<stem>.png`` of the highest- and lowest-scored
-  test images. Timings: fit seconds, scoring ms per image (model compute and image decoding).
+  test images, plus the hardest cases ``overlays/<category>/hard/{hard_defect,hard_good}_...png``
+  (lowest-scored defects, highest-scored good images; each overlay is described in
+  ``results.json`` under ``overlay_cases``), and ``curves.json`` (per category: image ROC, pixel
+  ROC, PRO curve up to the AUPRO FPR limit; thinned points for plots). Timings: fit seconds,
+  scoring ms per image (model compute and image decoding). ``--report`` then writes
+  ``report.html`` (see :mod:`ofdb_fast.report`).
 
 Outputs are never overwritten without ``--overwrite``; files are written atomically.
 """
@@ -92,6 +97,7 @@ def register(subparsers) -> None:
     ev.add_argument("--no-masks", action="store_true", help="no ground truth masks: image metrics only")
     ev.add_argument("--n-overlays", type=int, default=3, help="overlays of the N highest and N lowest scores")
     ev.add_argument("--save-models", action="store_true", help="also save fitted models to OUT/models/<category>")
+    ev.add_argument("--report", action="store_true", help="also write the HTML report OUT/report.html")
     _add_model_args(ev)
     _add_runtime_args(ev)
     ev.set_defaults(func=run_evaluate)
@@ -266,22 +272,29 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
-def _write_overlays(out: Path, name: str, res: dict, n: int, pre) -> list[str]:
+def _write_overlays(out: Path, name: str, res: dict, n: int, pre) -> list[dict]:
     import numpy as np
 
     from .overlays import save_overlay
 
     scores = res["scores"]
+    labels = np.asarray(res["label"]).astype(bool)
     order = np.argsort(-scores, kind="stable")
     vmin, vmax = float(res["maps"].min()), float(res["maps"].max())
     picks = [("high", r, i) for r, i in enumerate(order[:n])] + [("low", r, i) for r, i in enumerate(order[::-1][:n])]
+    # The hardest cases (for the report's gallery): defects scored lowest, good images scored highest.
+    picks += [("hard_defect", r, i) for r, i in enumerate(order[labels[order]][::-1][:n])]
+    picks += [("hard_good", r, i) for r, i in enumerate(order[~labels[order]][:n])]
     written = []
     for kind, rank, i in picks:
         stem = Path(res["path"][i]).stem
-        path = out / "overlays" / name / f"{kind}_{rank + 1:02d}_{res['defect_type'][i]}_{stem}.png"
+        sub = "hard" if kind.startswith("hard") else ""
+        path = out / "overlays" / name / sub / f"{kind}_{rank + 1:02d}_{res['defect_type'][i]}_{stem}.png"
         mask = res["mask"][i] if "mask" in res else None
         save_overlay(path, res["image"][i], mask, res["maps"][i], mean=pre.mean, std=pre.std, vmin=vmin, vmax=vmax)
-        written.append(str(path.relative_to(out)))
+        written.append({"path": str(path.relative_to(out)), "kind": kind, "rank": rank + 1,
+                        "label": int(labels[i]), "defect_type": str(res["defect_type"][i]),
+                        "score": float(scores[i]), "image": str(res["path"][i])})
     return written
 
 
@@ -290,7 +303,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from .. import __version__
     from .data import MVTecDataset
-    from .metrics import evaluate
+    from .metrics import curves, evaluate
     from .model import CONFIG_FILE, PatchCore
 
     cats = _categories(args.data, args.category)
@@ -298,6 +311,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-overlays must be >= 0, got {args.n_overlays}")
     out = _prepare_out(args.out, args.overwrite)
     results: dict[str, dict] = {}
+    all_curves: dict[str, dict] = {}
     score_rows = []
     config = None
     for cat_dir in cats:
@@ -326,6 +340,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             metrics = evaluate(labels, res["scores"])
         else:
             metrics = evaluate(labels, res["scores"], res["mask"], res["maps"])
+        pixels = (None, None) if args.no_masks else (res["mask"], res["maps"])
+        all_curves[name] = curves(labels, res["scores"], *pixels)
         overlays = _write_overlays(out, name, res, args.n_overlays, _preprocess(model)) if args.n_overlays else []
         n = len(labels)
         results[name] = {
@@ -334,7 +350,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "n_bank": int(model.memory_bank.shape[0]), "fit_seconds": fit_seconds,
             "ms_per_image": 1000.0 * res["seconds"] / max(n, 1),
             "ms_per_image_with_loading": 1000.0 * total / max(n, 1),
-            "overlays": overlays,
+            "overlays": [o["path"] for o in overlays], "overlay_cases": overlays,
         }
         for p, lab, dt, s in zip(res["path"], labels, res["defect_type"], res["scores"]):
             score_rows.append([name, p, int(lab), dt, f"{float(s):.8g}"])
@@ -352,8 +368,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rows.append(["mean"] + [_fmt(mean[c]) for c in cols] + [sum(r["n_test"] for r in results.values())])
     _write_text(out / "results.csv", _csv_text(["category"] + cols + ["n_test"], rows))
     _write_text(out / "scores.csv", _csv_text(["category", "path", "label", "defect_type", "score"], score_rows))
+    _write_text(out / "curves.json", json.dumps(all_curves) + "\n")
     widths = [max(len(str(x)) for x in col) for col in zip(["category"] + cols + ["n_test"], *rows)]
     for line in [["category"] + cols + ["n_test"]] + rows:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
     print(f"results -> {out / 'results.json'}, {out / 'results.csv'}, {out / 'scores.csv'}")
+    if args.report:
+        from ..report import write_report
+
+        print(f"report -> {write_report(out, overwrite=args.overwrite)}")
     return 0

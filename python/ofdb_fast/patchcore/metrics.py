@@ -360,3 +360,98 @@ def evaluate(labels: Any, image_scores: Any, masks: Any = None, maps: Any = None
     out["anomaly_pixel_auroc"] = anomaly_pixel_auroc(masks, maps)
     out["aupro"] = aupro(masks, maps, fpr_limit=fpr_limit)
     return out
+
+
+# ---------------------------------------------------------------------------- curves for plots
+N_BINS_CURVES = 2**16
+
+
+def _thin(x: np.ndarray, y: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``n_points`` of a monotone polyline, spread evenly along its length.
+    Only existing points are kept (so each stays exactly on the curve), ends included."""
+    if x.size <= n_points:
+        return x, y
+    s = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    idx = np.searchsorted(s, np.linspace(0.0, s[-1], n_points)) if s[-1] > 0 else np.array([0])
+    idx = np.unique(np.concatenate([[0], np.minimum(idx, x.size - 1), [x.size - 1]]))
+    return x[idx], y[idx]
+
+
+def image_roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Exact image ROC: ``(fpr, tpr)`` at every distinct score, from (0, 0) to (1, 1).
+
+    Its trapezoid area equals :func:`image_auroc` (tied scores form one diagonal step).
+
+    Example:
+        >>> image_roc_curve([0, 1], [0.2, 0.7])
+        (array([0., 0., 1.]), array([0., 1., 1.]))
+    """
+    labels = _binary(labels, "labels")
+    scores = _scores(scores, "scores")
+    if labels.ndim != 1 or scores.shape != labels.shape:
+        raise ValueError(f"labels and scores must have the same shape [N], got {labels.shape} and {scores.shape}")
+    n_pos = int(labels.sum())
+    _require_both_classes(n_pos, labels.size - n_pos, "labels")
+    order = np.argsort(-scores, kind="stable")
+    s, lab = scores[order], labels[order]
+    last = np.concatenate([s[1:] != s[:-1], [True]])  # last index of each distinct score
+    tpr = np.concatenate([[0.0], np.cumsum(lab)[last] / n_pos])
+    fpr = np.concatenate([[0.0], np.cumsum(~lab)[last] / (labels.size - n_pos)])
+    return fpr, tpr
+
+
+def _binned_pixel_roc(masks: np.ndarray, maps: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel ROC ``(fpr, tpr)`` at every bin edge (each point lies exactly on the full curve)."""
+    n_pos = int(np.count_nonzero(masks))
+    _require_both_classes(n_pos, masks.size - n_pos, "masks")
+    lo, hi = float(maps.min()), float(maps.max())
+    to_bin = _bin_edges(lo, hi) if hi > lo else (lambda x, n: np.zeros(x.shape, np.int64))
+    hist_pos = np.zeros(n_bins, np.int64)
+    hist_neg = np.zeros(n_bins, np.int64)
+    for sl in _chunks(masks.shape[0], masks[0].size):
+        m, b = masks[sl], to_bin(maps[sl], n_bins)
+        hist_pos += np.bincount(b[m], minlength=n_bins)
+        hist_neg += np.bincount(b[~m], minlength=n_bins)
+    tpr = np.concatenate([[0.0], np.cumsum(hist_pos[::-1]) / n_pos])
+    fpr = np.concatenate([[0.0], np.cumsum(hist_neg[::-1]) / (masks.size - n_pos)])
+    return fpr, tpr
+
+
+def curves(labels: Any, image_scores: Any, masks: Any = None, maps: Any = None, *, fpr_limit: float = 0.3,
+           n_points: int = 300, n_thresholds: int = N_BINS_CURVES) -> dict[str, Any]:
+    """Curve points for plots (reports), JSON-ready: lists of floats.
+
+    Args:
+        labels, image_scores, masks, maps, fpr_limit: as in :func:`evaluate`.
+        n_points: each curve is thinned to about this many of its own points.
+        n_thresholds: threshold bins of the pixel ROC and PRO curves (points lie exactly on
+            the curves; the trapezoid over them approximates the metric within the bound of
+            :func:`aupro_error_bound`).
+
+    Returns:
+        ``{"image_roc": {"fpr", "tpr"}}``, plus with masks ``"pixel_roc": {"fpr", "tpr"}``
+        (all images) and ``"pro": {"fpr", "pro"}`` (FPR in ``[0, fpr_limit]``, ending at
+        ``fpr_limit`` by linear interpolation as in :func:`aupro`), and ``"fpr_limit"``.
+
+    Example:
+        >>> curves([0, 1], [0.2, 0.7])["image_roc"]
+        {'fpr': [0.0, 0.0, 1.0], 'tpr': [0.0, 1.0, 1.0]}
+    """
+    def pack(x, y, keys):
+        x, y = _thin(np.asarray(x, np.float64), np.asarray(y, np.float64), n_points)
+        return {keys[0]: [round(float(v), 7) for v in x], keys[1]: [round(float(v), 7) for v in y]}
+
+    out: dict[str, Any] = {"image_roc": pack(*image_roc_curve(labels, image_scores), ("fpr", "tpr"))}
+    if masks is None or maps is None:
+        return out
+    masks, maps = _pixels(masks, maps)
+    out["pixel_roc"] = pack(*_binned_pixel_roc(masks, maps, n_thresholds), ("fpr", "tpr"))
+    fpr, pro = _binned_pro_curve(masks, maps, n_thresholds)
+    k = int(np.searchsorted(fpr, fpr_limit, "right"))
+    x, y = fpr[:k], pro[:k]
+    if k < fpr.size and x[-1] < fpr_limit:
+        y_lim = y[-1] + (pro[k] - y[-1]) * (fpr_limit - x[-1]) / (fpr[k] - x[-1])
+        x, y = np.append(x, fpr_limit), np.append(y, y_lim)
+    out["pro"] = pack(x, y, ("fpr", "pro"))
+    out["fpr_limit"] = float(fpr_limit)
+    return out
