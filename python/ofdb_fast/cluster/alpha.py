@@ -18,10 +18,10 @@ Backends (the patch-to-patch nearest distances, the only heavy part):
     sqrt is taken after the min; row block ``i == j`` is dropped, the rest summed in float64
     and divided by ``N - 1``.
   * supervised: a single ``knn_score`` call against the bank of all normal patches.
-  * The squared distances come from ``knn_score``'s float32 expansion
-    ``|q|^2 - 2 q.b + |b|^2`` (float64 input stays float64 on ``cpu``/``torch``; ``faiss``
-    always computes in float32), so the absolute error of a squared distance is a few float32
-    ulps of ``|q|^2 + |b|^2``; alpha is a smooth function of ``d / tau``, so this shows up only
+  * The squared distances come from ``knn_score``'s expansion ``|q|^2 - 2 q.b + |b|^2``,
+    computed in float32 for float32 input (``faiss``: always) and returned as float32 in every
+    case (float64 input on ``cpu``/``torch``: a relative error of about 1e-8). For float32,
+    the absolute error of a squared distance is a few float32 ulps of ``|q|^2 + |b|^2``; alpha is a smooth function of ``d / tau``, so this shows up only
     as a relative error of about ``1e-6 * |z|^2 / (d tau)`` in alpha (and may move an exact tie
     of the ``tau == 0`` arg-max).
   * ``knn_score`` validates its queries on every call (one finiteness scan of the ``N P D``
