@@ -84,14 +84,17 @@ def test_fast_matches_reference(backend, mode, dtype, rng):
 
 
 @pytest.mark.parametrize("backend", ALL)
-def test_torch_input_returns_torch(backend, rng):
+@pytest.mark.parametrize("mode", ["unsupervised", "supervised"])
+def test_torch_input_returns_torch(backend, mode, rng):
     torch = pytest.importorskip("torch")
     z, normals = _data(rng, n=3, p=4, d=8)
     zt, nt = torch.from_numpy(z), torch.from_numpy(normals)
-    a = ca.cluster_alpha(zt, "supervised", 1.0, normal_embeddings=nt, backend=backend)
+    nt, normals = (nt, normals) if mode == "supervised" else (None, None)
+    a = ca.cluster_alpha(zt, mode, [0.0, 1.0], normal_embeddings=nt, backend=backend)
     assert isinstance(a, torch.Tensor) and a.dtype == torch.float64
-    np.testing.assert_allclose(a.numpy(), ref.cluster_alpha(z, "supervised", 1.0, normal_embeddings=normals),
+    np.testing.assert_allclose(a.numpy(), ref.cluster_alpha(z, mode, [0.0, 1.0], normal_embeddings=normals),
                                rtol=1e-5, atol=1e-9)
+    a = a[1]
     x = ca.weighted_embeddings(zt, a)
     assert isinstance(x, torch.Tensor) and tuple(x.shape) == (3, 8)
 
