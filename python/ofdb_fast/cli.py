@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "ofdb_fast.fractal.ifs_cli",
     "ofdb_fast.fractal.generate_cli",
     "ofdb_fast.patchcore.cli",
+    "ofdb_fast.cluster.cli",
     "ofdb_fast.synth",
     "ofdb_fast.report.cli",
 )
