@@ -34,89 +34,171 @@ struct Lane {
   double box[4];  // x_lo, y_lo, x_hi, y_hi
 };
 
-// Advances the chains of `lanes[0..G)` for n points; calls visit(lane, i, x, y) for every kept
-// point and sets n_kept (the chain stops at its first non-finite point).
-template <int G, class Visit>
-void run_chains(Lane* lanes, int K, int64_t n, Visit&& visit) {
+constexpr int kBlock = 512;  // points per lane per chain block
+
+// Advances the chains of lanes[0..G) for n points, kBlock points at a time. Map choices depend
+// only on the RNG, so they are computed first for the whole block (vectorised: 64-bit multiply,
+// compares against the cumulative probabilities); then the G dependent affine chains advance in
+// lockstep. Points are written to dest(l, i0) (x at [0, cnt), y at [kBlock...] see below) and
+// sink(l, i0, cnt, xs, ys) is called per lane and block. No finiteness test in the chain: once a
+// point is non-finite every later point is too, so the sink finds the first one.
+template <int G, class Dest, class Sink>
+void run_chains(const Lane* lanes, int K, int64_t n, Dest&& dest, Sink&& sink) {
+  alignas(64) double coef[G][kMaxMaps * 6];
+  alignas(64) double cum[G][kMaxMaps];
+  alignas(64) double r[kBlock];
+  alignas(64) uint8_t kk[G][kBlock];
   double x[G], y[G];
-  uint64_t z[G];
-  bool alive[G];
+  uint64_t key[G];
   for (int l = 0; l < G; ++l) {
+    std::memcpy(coef[l], lanes[l].sys, sizeof(double) * 6 * K);
+    std::memcpy(cum[l], lanes[l].cum, sizeof(double) * K);
     x[l] = lanes[l].x0;
     y[l] = lanes[l].y0;
-    z[l] = lanes[l].chaos_key;
-    alive[l] = true;
-    lanes[l].n_kept = n;
+    key[l] = lanes[l].chaos_key;
   }
-  for (int64_t i = 0; i < n; ++i) {
-#pragma GCC unroll 8
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int cnt = static_cast<int>(std::min<int64_t>(kBlock, n - i0));
     for (int l = 0; l < G; ++l) {
-      // bits(key, i) = mix64(key + (i + 1) * golden): the SplitMix64 sequence.
-      z[l] += rng::kGolden;
-      if (!alive[l]) continue;
-      const double r = static_cast<double>(rng::mix64(z[l]) >> 11) * rng::kTwoPowMinus53;
-      const double* cum = lanes[l].cum;
-      int k = 0;
-      for (int j = 0; j + 1 < K; ++j) k += cum[j] <= r;
-      const double* s = lanes[l].sys + 6 * k;
-      const double nx = s[0] * x[l] + s[1] * y[l] + s[2];
-      const double ny = s[3] * x[l] + s[4] * y[l] + s[5];
-      if (!(finite(nx) && finite(ny))) {
-        alive[l] = false;
-        lanes[l].n_kept = i;
-        continue;
+      const uint64_t base = key[l] + static_cast<uint64_t>(i0 + 1) * rng::kGolden;
+      for (int t = 0; t < cnt; ++t)
+        r[t] = static_cast<double>(rng::mix64(base + static_cast<uint64_t>(t) * rng::kGolden) >> 11) *
+               rng::kTwoPowMinus53;
+      uint8_t* kl = kk[l];
+      for (int t = 0; t < cnt; ++t) kl[t] = 0;
+      for (int j = 0; j + 1 < K; ++j) {
+        const double c = cum[l][j];
+        for (int t = 0; t < cnt; ++t) kl[t] += static_cast<uint8_t>(c <= r[t]);
       }
-      x[l] = nx;
-      y[l] = ny;
-      visit(l, i, nx, ny);
     }
+    double* px[G];
+    double* py[G];
+    for (int l = 0; l < G; ++l) dest(l, i0, &px[l], &py[l]);
+    for (int t = 0; t < cnt; ++t) {
+#pragma GCC unroll 8
+      for (int l = 0; l < G; ++l) {
+        const double* s = coef[l] + 6 * kk[l][t];
+        const double nx = s[0] * x[l] + s[1] * y[l] + s[2];
+        const double ny = s[3] * x[l] + s[4] * y[l] + s[5];
+        x[l] = nx;
+        y[l] = ny;
+        px[l][t] = nx;
+        py[l][t] = ny;
+      }
+    }
+    for (int l = 0; l < G; ++l) sink(l, i0, cnt, px[l], py[l]);
   }
+}
+
+// Tight bounding box of one lane's block and the first non-finite point; returns false (and sets
+// n_kept) once the chain has stopped.
+inline bool box_block(Lane& L, int64_t i0, int cnt, const double* xs, const double* ys) {
+  double bad = 0.0;
+#pragma omp simd reduction(+ : bad)
+  for (int t = 0; t < cnt; ++t) bad += (xs[t] - xs[t]) + (ys[t] - ys[t]);  // NaN iff any non-finite
+  int m = cnt;
+  if (bad != 0.0) {
+    m = 0;
+    while (finite(xs[m]) && finite(ys[m])) ++m;
+  }
+  double x_lo = L.box[0], y_lo = L.box[1], x_hi = L.box[2], y_hi = L.box[3];
+#pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi)
+  for (int t = 0; t < m; ++t) {
+    x_lo = xs[t] < x_lo ? xs[t] : x_lo;
+    y_lo = ys[t] < y_lo ? ys[t] : y_lo;
+    x_hi = xs[t] > x_hi ? xs[t] : x_hi;
+    y_hi = ys[t] > y_hi ? ys[t] : y_hi;
+  }
+  L.box[0] = x_lo;
+  L.box[1] = y_lo;
+  L.box[2] = x_hi;
+  L.box[3] = y_hi;
+  if (m < cnt) {
+    L.n_kept = i0 + m;
+    return false;
+  }
+  return true;
 }
 
 struct Scratch {
   std::vector<double> xs, ys;  // [kLanes * n] when storing
   std::vector<int32_t> hist;   // [H * W]
   std::vector<double> rows;    // 3 horizontally blurred rows [3 * W * 3]
+  std::vector<uint16_t> hue_of;  // lut entry per hit count [max + 1] (256: black)
+  std::vector<uint8_t> row_nz;  // output row has a non-black pixel [H]
 };
 
-void rasterize_point(const RenderParams& p, const Lane& L, const double* scl, uint16_t mask, double x,
-                     double y, int32_t* hist) {
+// Adds the landing points xs/ys[0, cnt) of one image to hist (see reference rasterize).
+void rasterize_block(const RenderParams& p, const Lane& L, const double* scl, uint16_t mask, const double* xs,
+                     const double* ys, int cnt, int32_t* hist) {
   const int H = p.height, W = p.width;
-  const double fr = (x - L.box[0]) * scl[0];
-  const double fc = (y - L.box[1]) * scl[1];
-  if (!(fr > -1.0 && fr < static_cast<double>(H) && fc > -1.0 && fc < static_cast<double>(W))) return;
-  const int r = static_cast<int>(fr), c = static_cast<int>(fc);
+  const double x_lo = L.box[0], y_lo = L.box[1], sx = scl[0], sy = scl[1];
+  const double fH = static_cast<double>(H), fW = static_cast<double>(W);
+  alignas(64) int32_t idx[kBlock];
+  alignas(64) int32_t rows[kBlock];
+  alignas(64) int32_t cols[kBlock];
+#pragma omp simd
+  for (int t = 0; t < cnt; ++t) {
+    const double fr = (xs[t] - x_lo) * sx;
+    const double fc = (ys[t] - y_lo) * sy;
+    const bool lands = fr > -1.0 && fr < fH && fc > -1.0 && fc < fW;
+    const int32_t r = lands ? static_cast<int32_t>(fr) : 0;
+    const int32_t c = lands ? static_cast<int32_t>(fc) : 0;
+    rows[t] = r;
+    cols[t] = c;
+    idx[t] = lands ? r * W + c : -1;
+  }
   if (!p.patch) {
-    ++hist[static_cast<int64_t>(r) * W + c];
+    for (int t = 0; t < cnt; ++t)
+      if (idx[t] >= 0) ++hist[idx[t]];
     return;
   }
-  for (int j = 0; j < 9; ++j) {
-    if (!((mask >> j) & 1)) continue;
-    const int rr = r + j / 3 - 1, cc = c + j % 3 - 1;
-    if (rr >= 0 && rr < H && cc >= 0 && cc < W) ++hist[static_cast<int64_t>(rr) * W + cc];
+  for (int t = 0; t < cnt; ++t) {
+    if (idx[t] < 0) continue;
+    for (int j = 0; j < 9; ++j) {
+      if (!((mask >> j) & 1)) continue;
+      const int rr = rows[t] + j / 3 - 1, cc = cols[t] + j % 3 - 1;
+      if (rr >= 0 && rr < H && cc >= 0 && cc < W) ++hist[static_cast<int64_t>(rr) * W + cc];
+    }
   }
 }
 
-void blur_image(uint8_t* img, int H, int W, double k0, double k1, std::vector<double>& rows) {
+// Separable 3x3 blur of a uint8 [H, W, 3] image in place (reference blur3). Rows whose 3-row
+// neighbourhood is black stay black (0 * k sums to exactly 0), so they are skipped.
+void blur_image(uint8_t* img, int H, int W, double k0, double k1, const std::vector<uint8_t>& row_nz,
+                std::vector<double>& rows) {
   const int RW = 3 * W;
   rows.resize(static_cast<size_t>(3) * RW);
   auto hpass = [&](int r) {
     const uint8_t* src = img + static_cast<int64_t>(r) * RW;
     double* dst = rows.data() + static_cast<int64_t>(r % 3) * RW;
-    for (int c = 0; c < W; ++c) {
-      const int cl = reflect101(c - 1, W), cr = reflect101(c + 1, W);
-      for (int ch = 0; ch < 3; ++ch)
-        dst[3 * c + ch] = (k0 * src[3 * cl + ch] + k1 * src[3 * c + ch]) + k0 * src[3 * cr + ch];
+    if (!row_nz[r]) {
+      std::memset(dst, 0, sizeof(double) * RW);
+      return;
     }
+    if (W == 1) {
+      for (int ch = 0; ch < 3; ++ch) dst[ch] = (k0 * src[ch] + k1 * src[ch]) + k0 * src[ch];
+      return;
+    }
+    for (int ch = 0; ch < 3; ++ch) {  // borders: reflect-101
+      dst[ch] = (k0 * src[3 + ch] + k1 * src[ch]) + k0 * src[3 + ch];
+      const int e = RW - 3 + ch;
+      dst[e] = (k0 * src[e - 3] + k1 * src[e]) + k0 * src[e - 3];
+    }
+#pragma omp simd
+    for (int i = 3; i < RW - 3; ++i) dst[i] = (k0 * src[i - 3] + k1 * src[i]) + k0 * src[i + 3];
   };
   hpass(0);
   if (H > 1) hpass(1);
   for (int r = 0; r < H; ++r) {
     if (r >= 1 && r + 1 < H) hpass(r + 1);  // row r + 1 is still unmodified here
-    const double* up = rows.data() + static_cast<int64_t>(reflect101(r - 1, H) % 3) * RW;
+    const int ru = reflect101(r - 1, H), rd = reflect101(r + 1, H);
+    if (!(row_nz[ru] || row_nz[r] || row_nz[rd])) continue;
+    const double* up = rows.data() + static_cast<int64_t>(ru % 3) * RW;
     const double* mid = rows.data() + static_cast<int64_t>(r % 3) * RW;
-    const double* dn = rows.data() + static_cast<int64_t>(reflect101(r + 1, H) % 3) * RW;
+    const double* dn = rows.data() + static_cast<int64_t>(rd % 3) * RW;
     uint8_t* out = img + static_cast<int64_t>(r) * RW;
+#pragma omp simd
     for (int i = 0; i < RW; ++i) {
       double v = std::nearbyint((k0 * up[i] + k1 * mid[i]) + k0 * dn[i]);
       v = v < 0.0 ? 0.0 : (v > 255.0 ? 255.0 : v);
@@ -129,45 +211,71 @@ void blur_image(uint8_t* img, int H, int W, double k0, double k1, std::vector<do
 void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, uint8_t* out,
                   Scratch& scratch) {
   const int H = p.height, W = p.width;
+  const int64_t n_pix = static_cast<int64_t>(H) * W;
   bool tr = false, ud = false, lr = false;
   if (p.flips) {
     tr = H == W && rng::u01(aug_key, kAugFlip) > 0.5;
     ud = rng::u01(aug_key, kAugFlip + 1) > 0.5;
     lr = rng::u01(aug_key, kAugFlip + 2) > 0.5;
   }
-  uint8_t lut[256 * 3];
+  // Colour of a pixel with n hits: lut[hue_index(n)]; black (entry 256) for n == 0. The hue is
+  // tabulated per n (same formula, so the same bits) unless max_count is huge.
+  uint8_t lut[257 * 3];
   double hue_shift = 0.0;
   int32_t max_count = 1;
+  std::vector<uint16_t>& hue_of = scratch.hue_of;
   if (p.color) {
     const ColorDraws cd = color_draws(aug_key);
     hue_shift = cd.hue_shift;
     hsv_lut(cd.sat, cd.val, lut);
-    const int64_t n_pix = static_cast<int64_t>(H) * W;
-    for (int64_t i = 0; i < n_pix; ++i) max_count = std::max(max_count, hist[i]);
+  } else {
+    for (int c = 0; c < 256 * 3; ++c) lut[c] = 127;
   }
+  lut[3 * 256] = lut[3 * 256 + 1] = lut[3 * 256 + 2] = 0;
+#pragma omp simd reduction(max : max_count)
+  for (int64_t i = 0; i < n_pix; ++i) max_count = hist[i] > max_count ? hist[i] : max_count;
+  const bool tabulated = max_count <= n_pix + 1;
+  if (tabulated) {
+    hue_of.resize(static_cast<size_t>(max_count) + 1);
+    hue_of[0] = 256;
+    for (int32_t n = 1; n <= max_count; ++n)
+      hue_of[n] = static_cast<uint16_t>(p.color ? hue_index(n, max_count, hue_shift) : 0);
+  }
+  std::vector<uint8_t>& row_nz = scratch.row_nz;
+  row_nz.assign(static_cast<size_t>(H), 0);
+  const int64_t cstride = tr ? W : 1;  // hist step along an output row (transposed: down a column)
+  const int64_t rstride = tr ? 1 : W;
   for (int i = 0; i < H; ++i) {
     const int i1 = ud ? H - 1 - i : i;
+    const int32_t* src = hist + i1 * rstride + (lr ? (W - 1) * cstride : 0);
+    const int64_t step = lr ? -cstride : cstride;
     uint8_t* orow = out + static_cast<int64_t>(i) * W * 3;
-    for (int j = 0; j < W; ++j) {
-      const int j1 = lr ? W - 1 - j : j;
-      const int32_t n = tr ? hist[static_cast<int64_t>(j1) * W + i1] : hist[static_cast<int64_t>(i1) * W + j1];
-      uint8_t* px = orow + 3 * j;
-      if (n <= 0) {
-        px[0] = px[1] = px[2] = 0;
-      } else if (p.color) {
-        const uint8_t* c = lut + 3 * hue_index(n, max_count, hue_shift);
-        px[0] = c[0];
-        px[1] = c[1];
-        px[2] = c[2];
-      } else {
-        px[0] = px[1] = px[2] = 127;
+    int32_t any = 0;
+    if (tabulated) {
+      for (int j = 0; j < W; ++j) {
+        const int32_t n = src[j * step];
+        any |= n;
+        const uint8_t* c = lut + 3 * hue_of[n];
+        orow[3 * j] = c[0];
+        orow[3 * j + 1] = c[1];
+        orow[3 * j + 2] = c[2];
+      }
+    } else {
+      for (int j = 0; j < W; ++j) {
+        const int32_t n = src[j * step];
+        any |= n;
+        const uint8_t* c = lut + 3 * (n > 0 ? hue_index(n, max_count, hue_shift) : 256);
+        orow[3 * j] = c[0];
+        orow[3 * j + 1] = c[1];
+        orow[3 * j + 2] = c[2];
       }
     }
+    row_nz[i] = any != 0;
   }
   if (p.blur && rng::u01(aug_key, kAugBlur) > 0.5) {
     double k0, k1;
     blur_weights(rng::uniform(aug_key, kAugSigma, p.blur_lo, p.blur_hi), &k0, &k1);
-    blur_image(out, H, W, k0, k1, scratch.rows);
+    blur_image(out, H, W, k0, k1, row_nz, scratch.rows);
   }
 }
 
@@ -195,23 +303,23 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
     }
   }
   const bool store = N <= kStoreLimit;
-  if (store) {
-    scratch.xs.resize(static_cast<size_t>(G) * N);
-    scratch.ys.resize(static_cast<size_t>(G) * N);
-  }
+  const int64_t stride = store ? N : kBlock;  // per-lane storage: all points, or one block
+  scratch.xs.resize(static_cast<size_t>(G) * stride);
+  scratch.ys.resize(static_cast<size_t>(G) * stride);
   double* xs = scratch.xs.data();
   double* ys = scratch.ys.data();
-  // Pass 1: the chains, with the tight bounding box (and the points when stored).
-  run_chains<G>(lanes, K, N, [&](int l, int64_t i, double x, double y) {
-    double* box = lanes[l].box;
-    box[0] = x < box[0] ? x : box[0];
-    box[1] = y < box[1] ? y : box[1];
-    box[2] = x > box[2] ? x : box[2];
-    box[3] = y > box[3] ? y : box[3];
-    if (store) {
-      xs[l * N + i] = x;
-      ys[l * N + i] = y;
-    }
+  auto dest = [&](int l, int64_t i0, double** px, double** py) {
+    *px = xs + l * stride + (store ? i0 : 0);
+    *py = ys + l * stride + (store ? i0 : 0);
+  };
+  // Pass 1: the chains and the tight bounding boxes (and the points when stored).
+  bool alive[G];
+  for (int l = 0; l < G; ++l) {
+    alive[l] = true;
+    lanes[l].n_kept = N;
+  }
+  run_chains<G>(lanes, K, N, dest, [&](int l, int64_t i0, int cnt, const double* bx, const double* by) {
+    if (alive[l]) alive[l] = box_block(lanes[l], i0, cnt, bx, by);
   });
   double scl[G][2];
   for (int l = 0; l < G; ++l) {
@@ -235,12 +343,15 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
     std::memset(hist, 0, sizeof(int32_t) * n_pix);
     const Lane& L = lanes[l];
     if (store) {
-      for (int64_t i = 0; i < L.n_kept; ++i)
-        rasterize_point(p, L, scl[l], masks[l], xs[l * N + i], ys[l * N + i], hist);
+      for (int64_t i0 = 0; i0 < L.n_kept; i0 += kBlock)
+        rasterize_block(p, L, scl[l], masks[l], xs + l * N + i0, ys + l * N + i0,
+                        static_cast<int>(std::min<int64_t>(kBlock, L.n_kept - i0)), hist);
     } else {
-      Lane one = L;
-      run_chains<1>(&one, K, N, [&](int, int64_t, double x, double y) {
-        rasterize_point(p, L, scl[l], masks[l], x, y, hist);
+      run_chains<1>(&L, K, L.n_kept, [&](int, int64_t, double** px, double** py) {
+        *px = xs;
+        *py = ys;
+      }, [&](int, int64_t, int cnt, const double* bx, const double* by) {
+        rasterize_block(p, L, scl[l], masks[l], bx, by, cnt, hist);
       });
     }
     if (!p.counts_only) {
