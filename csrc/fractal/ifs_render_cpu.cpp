@@ -13,6 +13,10 @@
 #include <memory>
 #include <vector>
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#endif
+
 #include "fractal/ifs_render.h"
 
 #ifdef _OPENMP
@@ -23,7 +27,7 @@ namespace ofdb {
 namespace ifs {
 namespace {
 
-constexpr int kLanes = 4;
+constexpr int kLanes = 8;
 constexpr int64_t kStoreLimit = 1 << 21;  // points per image kept in memory (32 MiB per lane)
 
 struct Lane {
@@ -91,6 +95,112 @@ void run_chains(const Lane* lanes, int K, int64_t n, Dest&& dest, Sink&& sink) {
   }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+constexpr bool kHaveAvx512 = true;
+
+// 8x8 transpose of doubles: rows r[0..8) (r[t] = step t, lanes 0..7) -> r[l] = lane l, steps 0..7.
+inline void transpose8(__m512d* r) {
+  __m512d t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+  }
+  __m512d u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm512_shuffle_f64x2(t[i], t[i + 2], 0x88);
+    u[i + 1] = _mm512_shuffle_f64x2(t[i + 1], t[i + 3], 0x88);
+    u[i + 2] = _mm512_shuffle_f64x2(t[i], t[i + 2], 0xDD);
+    u[i + 3] = _mm512_shuffle_f64x2(t[i + 1], t[i + 3], 0xDD);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f64x2(u[i], u[i + 4], 0x88);
+    r[i + 4] = _mm512_shuffle_f64x2(u[i], u[i + 4], 0xDD);
+  }
+}
+
+// run_chains for 8 lanes and K <= 4 with one lane per AVX-512 double: the RNG (64-bit multiply),
+// map choice (mask compares), coefficient selection (permutes across an 8 x K table) and the
+// affine update all advance the 8 chains together; the same IEEE operations in the same order as
+// the scalar code (-ffp-contract=off keeps mul and add separate). Every 8 steps the 8 x 8 tile of
+// points is transposed so each lane's points stay contiguous.
+template <class Dest, class Sink>
+void run_chains8(const Lane* lanes, int K, int64_t n, Dest&& dest, Sink&& sink) {
+  alignas(64) double tab[6][4][8];  // [coefficient][map][lane]
+  alignas(64) double cm[3][8];      // [j][lane] cumulative probabilities (K - 1 used)
+  alignas(64) double x0[8], y0[8];
+  alignas(64) uint64_t key[8];
+  for (int l = 0; l < 8; ++l) {
+    for (int k = 0; k < 4; ++k)
+      for (int c = 0; c < 6; ++c) tab[c][k][l] = k < K ? lanes[l].sys[6 * k + c] : 0.0;
+    for (int j = 0; j < 3; ++j) cm[j][l] = j + 1 < K ? lanes[l].cum[j] : INFINITY;
+    x0[l] = lanes[l].x0;
+    y0[l] = lanes[l].y0;
+    key[l] = lanes[l].chaos_key;
+  }
+  __m512d T[6][4];
+  for (int c = 0; c < 6; ++c)
+    for (int k = 0; k < 4; ++k) T[c][k] = _mm512_load_pd(tab[c][k]);
+  const __m512d C0 = _mm512_load_pd(cm[0]), C1 = _mm512_load_pd(cm[1]), C2 = _mm512_load_pd(cm[2]);
+  const __m512i lane_iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i eight = _mm512_set1_epi64(8), sixteen = _mm512_set1_epi64(16);
+  const __m512i golden = _mm512_set1_epi64(static_cast<long long>(rng::kGolden));
+  const __m512i m1 = _mm512_set1_epi64(static_cast<long long>(0xBF58476D1CE4E5B9ull));
+  const __m512i m2 = _mm512_set1_epi64(static_cast<long long>(0x94D049BB133111EBull));
+  const __m512d two53 = _mm512_set1_pd(rng::kTwoPowMinus53);
+  __m512i z = _mm512_load_si512(reinterpret_cast<const void*>(key));
+  __m512d X = _mm512_load_pd(x0), Y = _mm512_load_pd(y0);
+  auto select = [&](const __m512d* R, __m512i idx, __mmask8 hi) {
+    if (K == 1) return R[0];
+    const __m512d lo = _mm512_permutex2var_pd(R[0], idx, R[1]);
+    if (K == 2) return lo;
+    return _mm512_mask_blend_pd(hi, lo, _mm512_permutex2var_pd(R[2], idx, R[3]));
+  };
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int cnt = static_cast<int>(std::min<int64_t>(kBlock, n - i0));
+    double* px[8];
+    double* py[8];
+    for (int l = 0; l < 8; ++l) dest(l, i0, &px[l], &py[l]);
+    for (int t0 = 0; t0 < cnt; t0 += 8) {
+      __m512d tx[8], ty[8];
+      const int steps = std::min(8, cnt - t0);
+      for (int u = 0; u < steps; ++u) {
+        z = _mm512_add_epi64(z, golden);  // bits(key, i) = mix64(key + (i + 1) * golden)
+        __m512i v = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
+        v = _mm512_mullo_epi64(v, m1);
+        v = _mm512_xor_si512(v, _mm512_srli_epi64(v, 27));
+        v = _mm512_mullo_epi64(v, m2);
+        v = _mm512_xor_si512(v, _mm512_srli_epi64(v, 31));
+        const __m512d r = _mm512_mul_pd(_mm512_cvtepu64_pd(_mm512_srli_epi64(v, 11)), two53);
+        __m512i idx = lane_iota;  // k * 8 + lane
+        idx = _mm512_mask_add_epi64(idx, _mm512_cmp_pd_mask(C0, r, _CMP_LE_OQ), idx, eight);
+        idx = _mm512_mask_add_epi64(idx, _mm512_cmp_pd_mask(C1, r, _CMP_LE_OQ), idx, eight);
+        idx = _mm512_mask_add_epi64(idx, _mm512_cmp_pd_mask(C2, r, _CMP_LE_OQ), idx, eight);
+        const __mmask8 hi = _mm512_cmpge_epi64_mask(idx, sixteen);
+        const __m512d a = select(T[0], idx, hi), b = select(T[1], idx, hi), e = select(T[2], idx, hi);
+        const __m512d c = select(T[3], idx, hi), d = select(T[4], idx, hi), f = select(T[5], idx, hi);
+        const __m512d nx = _mm512_add_pd(_mm512_add_pd(_mm512_mul_pd(a, X), _mm512_mul_pd(b, Y)), e);
+        const __m512d ny = _mm512_add_pd(_mm512_add_pd(_mm512_mul_pd(c, X), _mm512_mul_pd(d, Y)), f);
+        X = nx;
+        Y = ny;
+        tx[u] = nx;
+        ty[u] = ny;
+      }
+      for (int u = steps; u < 8; ++u) tx[u] = ty[u] = X;
+      transpose8(tx);
+      transpose8(ty);
+      const __mmask8 keep = static_cast<__mmask8>((1u << steps) - 1u);
+      for (int l = 0; l < 8; ++l) {
+        _mm512_mask_storeu_pd(px[l] + t0, keep, tx[l]);
+        _mm512_mask_storeu_pd(py[l] + t0, keep, ty[l]);
+      }
+    }
+    for (int l = 0; l < 8; ++l) sink(l, i0, cnt, px[l], py[l]);
+  }
+}
+#else
+constexpr bool kHaveAvx512 = false;
+#endif
+
 // Tight bounding box of one lane's block and the first non-finite point; returns false (and sets
 // n_kept) once the chain has stopped.
 inline bool box_block(Lane& L, int64_t i0, int cnt, const double* xs, const double* ys) {
@@ -145,7 +255,7 @@ struct Scratch {
   Buffer<int32_t> hist;        // [H * W]
   std::vector<double> rows;    // 3 horizontally blurred rows [3 * W * 3]
   std::vector<uint16_t> hue_of;  // lut entry per hit count [max + 1] (256: black)
-  std::vector<uint8_t> row_nz;  // output row has a non-black pixel [H]
+  std::vector<int> row_ext;  // per output row: first and one-past-last non-black column [2 * H]
 };
 
 // Adds the landing points xs/ys[0, cnt) of one image to hist (see reference rasterize).
@@ -183,43 +293,58 @@ void rasterize_block(const RenderParams& p, const Lane& L, const double* scl, ui
   }
 }
 
-// Separable 3x3 blur of a uint8 [H, W, 3] image in place (reference blur3). Rows whose 3-row
-// neighbourhood is black stay black (0 * k sums to exactly 0), so they are skipped.
-void blur_image(uint8_t* img, int H, int W, double k0, double k1, const std::vector<uint8_t>& row_nz,
+// Separable 3x3 blur of a uint8 [H, W, 3] image in place (reference blur3). Black pixels blur to
+// exactly 0 (0 * k sums to +0), so only the span of non-black pixels of each row (ext[2r],
+// ext[2r + 1]: first and one-past-last non-black column, equal when the row is black) and one
+// pixel around it is computed; the 3 horizontal-pass rows keep the range they may hold non-zeros
+// in, and stale entries outside a new range are cleared.
+void blur_image(uint8_t* img, int H, int W, double k0, double k1, const std::vector<int>& ext,
                 std::vector<double>& rows) {
   const int RW = 3 * W;
-  rows.resize(static_cast<size_t>(3) * RW);
+  rows.assign(static_cast<size_t>(3) * RW, 0.0);
+  int slot_lo[3] = {0, 0, 0}, slot_hi[3] = {0, 0, 0};  // element range that may be non-zero
+  auto h_at = [&](const uint8_t* src, int i) {  // one element with reflect-101 columns
+    const int c = i / 3, ch = i % 3;
+    const int cl = reflect101(c - 1, W), cr = reflect101(c + 1, W);
+    return (k0 * src[3 * cl + ch] + k1 * src[i]) + k0 * src[3 * cr + ch];
+  };
   auto hpass = [&](int r) {
+    const int slot = r % 3;
     const uint8_t* src = img + static_cast<int64_t>(r) * RW;
-    double* dst = rows.data() + static_cast<int64_t>(r % 3) * RW;
-    if (!row_nz[r]) {
-      std::memset(dst, 0, sizeof(double) * RW);
-      return;
+    double* dst = rows.data() + static_cast<int64_t>(slot) * RW;
+    int lo = 0, hi = 0;
+    if (ext[2 * r] < ext[2 * r + 1]) {
+      lo = 3 * std::max(ext[2 * r] - 1, 0);
+      hi = 3 * std::min(ext[2 * r + 1] + 1, W);
     }
-    if (W == 1) {
-      for (int ch = 0; ch < 3; ++ch) dst[ch] = (k0 * src[ch] + k1 * src[ch]) + k0 * src[ch];
-      return;
-    }
-    for (int ch = 0; ch < 3; ++ch) {  // borders: reflect-101
-      dst[ch] = (k0 * src[3 + ch] + k1 * src[ch]) + k0 * src[3 + ch];
-      const int e = RW - 3 + ch;
-      dst[e] = (k0 * src[e - 3] + k1 * src[e]) + k0 * src[e - 3];
-    }
+    for (int i = slot_lo[slot]; i < std::min(slot_hi[slot], lo); ++i) dst[i] = 0.0;
+    for (int i = std::max(slot_lo[slot], hi); i < slot_hi[slot]; ++i) dst[i] = 0.0;
+    slot_lo[slot] = lo;
+    slot_hi[slot] = hi;
+    const int in_lo = std::max(lo, 3), in_hi = std::min(hi, RW - 3);
+    for (int i = lo; i < std::min(in_lo, hi); ++i) dst[i] = h_at(src, i);
 #pragma omp simd
-    for (int i = 3; i < RW - 3; ++i) dst[i] = (k0 * src[i - 3] + k1 * src[i]) + k0 * src[i + 3];
+    for (int i = in_lo; i < in_hi; ++i) dst[i] = (k0 * src[i - 3] + k1 * src[i]) + k0 * src[i + 3];
+    for (int i = std::max(in_hi, lo); i < hi; ++i) dst[i] = h_at(src, i);
   };
   hpass(0);
   if (H > 1) hpass(1);
   for (int r = 0; r < H; ++r) {
     if (r >= 1 && r + 1 < H) hpass(r + 1);  // row r + 1 is still unmodified here
     const int ru = reflect101(r - 1, H), rd = reflect101(r + 1, H);
-    if (!(row_nz[ru] || row_nz[r] || row_nz[rd])) continue;
+    int lo = RW, hi = 0;
+    for (const int q : {ru, r, rd}) {
+      if (slot_lo[q % 3] < slot_hi[q % 3]) {
+        lo = std::min(lo, slot_lo[q % 3]);
+        hi = std::max(hi, slot_hi[q % 3]);
+      }
+    }
     const double* up = rows.data() + static_cast<int64_t>(ru % 3) * RW;
     const double* mid = rows.data() + static_cast<int64_t>(r % 3) * RW;
     const double* dn = rows.data() + static_cast<int64_t>(rd % 3) * RW;
     uint8_t* out = img + static_cast<int64_t>(r) * RW;
 #pragma omp simd
-    for (int i = 0; i < RW; ++i) {
+    for (int i = lo; i < hi; ++i) {
       double v = std::nearbyint((k0 * up[i] + k1 * mid[i]) + k0 * dn[i]);
       v = v < 0.0 ? 0.0 : (v > 255.0 ? 255.0 : v);
       out[i] = static_cast<uint8_t>(v);
@@ -261,8 +386,8 @@ void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, 
     for (int32_t n = 1; n <= max_count; ++n)
       hue_of[n] = static_cast<uint16_t>(p.color ? hue_index(n, max_count, hue_shift) : 0);
   }
-  std::vector<uint8_t>& row_nz = scratch.row_nz;
-  row_nz.assign(static_cast<size_t>(H), 0);
+  std::vector<int>& row_ext = scratch.row_ext;
+  row_ext.assign(static_cast<size_t>(2) * H, 0);
   const int64_t cstride = tr ? W : 1;  // hist step along an output row (transposed: down a column)
   const int64_t rstride = tr ? 1 : W;
   // Packed RGB per lut entry: a pixel is one 4-byte store (the 4th byte is overwritten by the
@@ -271,17 +396,19 @@ void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, 
   for (int h = 0; h < 257; ++h)
     rgb32[h] = lut[3 * h] | (static_cast<uint32_t>(lut[3 * h + 1]) << 8) | (static_cast<uint32_t>(lut[3 * h + 2]) << 16);
   const uint16_t* hue_tab = tabulated ? hue_of.data() : nullptr;
-  uint8_t* nz = row_nz.data();
+  int* ext = row_ext.data();
   for (int i = 0; i < H; ++i) {
     const int i1 = ud ? H - 1 - i : i;
     const int32_t* src = hist + i1 * rstride + (lr ? (W - 1) * cstride : 0);
     const int64_t step = lr ? -cstride : cstride;
     uint8_t* orow = out + static_cast<int64_t>(i) * W * 3;
-    int32_t any = 0;
+    int first = W, last = -1;
     for (int j = 0; j < W; ++j) {
       const int32_t n = src[j * step];
-      any |= n;
-      const int h = tabulated ? hue_tab[n] : (n > 0 ? hue_index(n, max_count, hue_shift) : 256);
+      const bool hit = n > 0;
+      first = (hit && first == W) ? j : first;
+      last = hit ? j : last;
+      const int h = tabulated ? hue_tab[n] : (hit ? hue_index(n, max_count, hue_shift) : 256);
       const uint32_t v = rgb32[h];
       if (j + 1 < W) {
         std::memcpy(orow + 3 * j, &v, 4);
@@ -291,25 +418,27 @@ void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, 
         orow[3 * j + 2] = static_cast<uint8_t>(v >> 16);
       }
     }
-    nz[i] = any != 0;
+    ext[2 * i] = first <= last ? first : 0;
+    ext[2 * i + 1] = first <= last ? last + 1 : 0;
   }
   if (p.blur && rng::u01(aug_key, kAugBlur) > 0.5) {
     double k0, k1;
     blur_weights(uniform(aug_key, kAugSigma, p.blur_lo, p.blur_hi), &k0, &k1);
-    blur_image(out, H, W, k0, k1, row_nz, scratch.rows);
+    blur_image(out, H, W, k0, k1, row_ext, scratch.rows);
   }
 }
 
+// Renders images b0 .. b0 + m - 1 (m <= G); lanes m .. G - 1 repeat image b0 and are discarded.
 template <int G>
 void render_group(const RenderParams& p, const double* systems, const int64_t* n_maps,
-                  const int64_t* image_ids, const double* probs, int64_t b0, int32_t* counts,
+                  const int64_t* image_ids, const double* probs, int64_t b0, int m, int32_t* counts,
                   uint8_t* rgb, Scratch& scratch) {
   const int K = p.n_max_maps, H = p.height, W = p.width;
   const int64_t N = p.n_points, n_pix = static_cast<int64_t>(H) * W;
   Lane lanes[G];
   uint16_t masks[G];
   for (int l = 0; l < G; ++l) {
-    const int64_t b = b0 + l;
+    const int64_t b = b0 + (l < m ? l : 0);
     Lane& L = lanes[l];
     prepare_system(p, systems + b * K * 6, static_cast<int>(n_maps[b]), static_cast<uint64_t>(image_ids[b]),
                    probs != nullptr ? probs + b * K : nullptr, L.sys, L.cum);
@@ -337,11 +466,20 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
     alive[l] = true;
     lanes[l].n_kept = N;
   }
-  run_chains<G>(lanes, K, N, dest, [&](int l, int64_t i0, int cnt, const double* bx, const double* by) {
-    if (alive[l]) alive[l] = box_block(lanes[l], i0, cnt, bx, by);
-  });
+  auto sink = [&](int l, int64_t i0, int cnt, const double* bx, const double* by) {
+    if (alive[l] && l < m) alive[l] = box_block(lanes[l], i0, cnt, bx, by);
+  };
+  if constexpr (G == 8 && kHaveAvx512) {
+    if (K <= 4) {
+      run_chains8(lanes, K, N, dest, sink);
+    } else {
+      run_chains<G>(lanes, K, N, dest, sink);
+    }
+  } else {
+    run_chains<G>(lanes, K, N, dest, sink);
+  }
   double scl[G][2];
-  for (int l = 0; l < G; ++l) {
+  for (int l = 0; l < m; ++l) {
     Lane& L = lanes[l];
     if (L.n_kept == 0) L.box[0] = L.box[1] = L.box[2] = L.box[3] = 0.0;
     const uint64_t aug = rng::stream_key(p.seed, rng::kStreamAugment, static_cast<uint64_t>(image_ids[b0 + l]));
@@ -350,7 +488,7 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
     scl[l][1] = pixel_scale(L.box[1], L.box[3], W);
   }
   // Pass 2 per image: raster (from the stored points or a replayed chain), then finish.
-  for (int l = 0; l < G; ++l) {
+  for (int l = 0; l < m; ++l) {
     const int64_t b = b0 + l;
     int32_t* hist;
     if (p.counts_only) {
@@ -395,11 +533,12 @@ void ifs_render_cpu(const RenderParams& p, const double* systems, const int64_t*
     for (int64_t g = 0; g < n_groups; ++g) {
       const int64_t b0 = g * kLanes;
       const int64_t m = std::min<int64_t>(kLanes, p.n_images - b0);
-      switch (m) {
-        case 4: render_group<4>(p, systems, n_maps, image_ids, probs, b0, counts, rgb, scratch); break;
-        case 3: render_group<3>(p, systems, n_maps, image_ids, probs, b0, counts, rgb, scratch); break;
-        case 2: render_group<2>(p, systems, n_maps, image_ids, probs, b0, counts, rgb, scratch); break;
-        default: render_group<1>(p, systems, n_maps, image_ids, probs, b0, counts, rgb, scratch); break;
+      if (kHaveAvx512 || m > kLanes / 2) {
+        render_group<kLanes>(p, systems, n_maps, image_ids, probs, b0, static_cast<int>(m), counts, rgb, scratch);
+      } else if (m > 2) {
+        render_group<kLanes / 2>(p, systems, n_maps, image_ids, probs, b0, static_cast<int>(m), counts, rgb, scratch);
+      } else {
+        render_group<2>(p, systems, n_maps, image_ids, probs, b0, static_cast<int>(m), counts, rgb, scratch);
       }
     }
     constexpr size_t kKeepBytes = size_t(64) << 20;  // do not hold more than this between calls
