@@ -1,12 +1,16 @@
 // ifs_render, C++/OpenMP backend. Equals python/ofdb_fast/reference/ifs_render.py bit for bit.
 //
-// Parallel mapping: OpenMP threads take groups of kLanes images (schedule(dynamic)); one thread runs
-// the whole pipeline of its images. The chaos game is a serial chain per image whose step latency
-// (mul + add + add, ~12 cycles) would dominate, so the kLanes chains of a group advance in lockstep:
-// their independent steps overlap in the out-of-order core. Points go to a per-thread float64
-// buffer (bbox needs all of them before rasterising); above kStoreLimit points per image the chain
-// is run twice instead (pass 1 bbox, pass 2 raster; the counter RNG makes the replay exact).
-// The histogram is int32 per image; flips, colour LUT and blur then write the uint8 output.
+// Parallel mapping: OpenMP threads take groups of kLanes = 8 images (schedule(dynamic)); one
+// thread runs the whole pipeline of its images. The chaos game is a serial chain per image whose
+// step latency (mul + add + add, ~12 cycles) would dominate, so the 8 chains of a group advance in
+// lockstep: with AVX-512 (and K <= 4) one chain per double lane (run_chains8), otherwise as
+// interleaved scalar code (run_chains). A short last group is padded with copies of its first
+// image whose results are discarded. Points go to a per-thread float64 buffer (the bounding box
+// needs all of them before rasterising); above kStoreLimit points per image the chain is run
+// twice instead (pass 1 box, pass 2 raster; the counter RNG makes the replay exact). The
+// histogram is int32 per image; flips, colour LUT and blur then write the uint8 output.
+// Measured on the shared 2-core Xeon (AVX-512) at 512^2, 100k points, one thread, CPU time:
+// ~0.5 ms/image for counts, ~1 ms/image for rgb with the default config (blur on half of them).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
