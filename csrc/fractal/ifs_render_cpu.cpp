@@ -123,7 +123,7 @@ inline void transpose8(__m512d* r) {
 }
 
 // run_chains for 8 lanes and K <= 4 with one lane per AVX-512 double: the RNG (64-bit multiply),
-// map choice (mask compares), coefficient selection (permutes across an 8 x K table) and the
+// map choice (mask compares), coefficient selection (masked moves over the K maps) and the
 // affine update all advance the 8 chains together; the same IEEE operations in the same order as
 // the scalar code (-ffp-contract=off keeps mul and add separate). Every 8 steps the 8 x 8 tile of
 // points is transposed so each lane's points stay contiguous.
@@ -145,19 +145,20 @@ void run_chains8(const Lane* lanes, int K, int64_t n, Dest&& dest, Sink&& sink) 
   for (int c = 0; c < 6; ++c)
     for (int k = 0; k < 4; ++k) T[c][k] = _mm512_load_pd(tab[c][k]);
   const __m512d C0 = _mm512_load_pd(cm[0]), C1 = _mm512_load_pd(cm[1]), C2 = _mm512_load_pd(cm[2]);
-  const __m512i lane_iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i eight = _mm512_set1_epi64(8), sixteen = _mm512_set1_epi64(16);
   const __m512i golden = _mm512_set1_epi64(static_cast<long long>(rng::kGolden));
   const __m512i m1 = _mm512_set1_epi64(static_cast<long long>(0xBF58476D1CE4E5B9ull));
   const __m512i m2 = _mm512_set1_epi64(static_cast<long long>(0x94D049BB133111EBull));
   const __m512d two53 = _mm512_set1_pd(rng::kTwoPowMinus53);
   __m512i z = _mm512_load_si512(reinterpret_cast<const void*>(key));
   __m512d X = _mm512_load_pd(x0), Y = _mm512_load_pd(y0);
-  auto select = [&](const __m512d* R, __m512i idx, __mmask8 hi) {
-    if (K == 1) return R[0];
-    const __m512d lo = _mm512_permutex2var_pd(R[0], idx, R[1]);
-    if (K == 2) return lo;
-    return _mm512_mask_blend_pd(hi, lo, _mm512_permutex2var_pd(R[2], idx, R[3]));
+  // Coefficient of map k = #{j : cum_j <= r}: cum is non-decreasing, so the masks m_j = (cum_j <= r)
+  // are nested and successive masked moves pick R[k] (blend ports, no cross-lane permutes).
+  auto select = [&](const __m512d* R, __mmask8 m0, __mmask8 m1, __mmask8 m2) {
+    __m512d v = R[0];
+    if (K > 1) v = _mm512_mask_mov_pd(v, m0, R[1]);
+    if (K > 2) v = _mm512_mask_mov_pd(v, m1, R[2]);
+    if (K > 3) v = _mm512_mask_mov_pd(v, m2, R[3]);
+    return v;
   };
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
     const int cnt = static_cast<int>(std::min<int64_t>(kBlock, n - i0));
@@ -175,13 +176,11 @@ void run_chains8(const Lane* lanes, int K, int64_t n, Dest&& dest, Sink&& sink) 
         v = _mm512_mullo_epi64(v, m2);
         v = _mm512_xor_si512(v, _mm512_srli_epi64(v, 31));
         const __m512d r = _mm512_mul_pd(_mm512_cvtepu64_pd(_mm512_srli_epi64(v, 11)), two53);
-        __m512i idx = lane_iota;  // k * 8 + lane
-        idx = _mm512_mask_add_epi64(idx, _mm512_cmp_pd_mask(C0, r, _CMP_LE_OQ), idx, eight);
-        idx = _mm512_mask_add_epi64(idx, _mm512_cmp_pd_mask(C1, r, _CMP_LE_OQ), idx, eight);
-        idx = _mm512_mask_add_epi64(idx, _mm512_cmp_pd_mask(C2, r, _CMP_LE_OQ), idx, eight);
-        const __mmask8 hi = _mm512_cmpge_epi64_mask(idx, sixteen);
-        const __m512d a = select(T[0], idx, hi), b = select(T[1], idx, hi), e = select(T[2], idx, hi);
-        const __m512d c = select(T[3], idx, hi), d = select(T[4], idx, hi), f = select(T[5], idx, hi);
+        const __mmask8 m0 = _mm512_cmp_pd_mask(C0, r, _CMP_LE_OQ);
+        const __mmask8 m1 = _mm512_cmp_pd_mask(C1, r, _CMP_LE_OQ);
+        const __mmask8 m2 = _mm512_cmp_pd_mask(C2, r, _CMP_LE_OQ);
+        const __m512d a = select(T[0], m0, m1, m2), b = select(T[1], m0, m1, m2), e = select(T[2], m0, m1, m2);
+        const __m512d c = select(T[3], m0, m1, m2), d = select(T[4], m0, m1, m2), f = select(T[5], m0, m1, m2);
         const __m512d nx = _mm512_add_pd(_mm512_add_pd(_mm512_mul_pd(a, X), _mm512_mul_pd(b, Y)), e);
         const __m512d ny = _mm512_add_pd(_mm512_add_pd(_mm512_mul_pd(c, X), _mm512_mul_pd(d, Y)), f);
         X = nx;
