@@ -292,3 +292,22 @@ def test_replayed_chain_for_huge_n_points(rng, backend):
     systems = random_systems(rng, 2, 3)
     counts = ifs_render(systems, size=64, config=cfg, output="counts", backend=backend)
     np.testing.assert_array_equal(counts.sum(axis=(1, 2)), cfg.n_points)
+
+
+@pytest.mark.parametrize("backend", backend_params("cpu"))
+def test_many_maps_match_numpy(rng, backend):
+    # K > 4 takes the C++ scalar lockstep chain instead of the AVX-512 one.
+    systems = random_systems(rng, 5, 6)
+    n_maps = np.array([6, 1, 5, 2, 6])
+    for output in ("rgb", "counts"):
+        np.testing.assert_array_equal(
+            ifs_render(systems, n_maps, size=(33, 40), config=DEFAULT, output=output, backend=backend),
+            ifs_render(systems, n_maps, size=(33, 40), config=DEFAULT, output=output, backend="numpy"))
+
+
+def test_default_batch_exercises_blur_and_flips():
+    # test_cpu_matches_numpy(default) covers blurred and unblurred, flipped and unflipped images.
+    keys = _rng.stream_key(3, _rng.STREAM_AUGMENT, np.arange(8))
+    blurred = _rng.u01(keys, ref.AUG_BLUR) > 0.5
+    transposed = _rng.u01(keys, ref.AUG_FLIP) > 0.5
+    assert 0 < blurred.sum() < 8 and 0 < transposed.sum() < 8
