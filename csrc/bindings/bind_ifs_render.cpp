@@ -18,7 +18,7 @@ using CArray = py::array_t<T, py::array::c_style>;
 RenderParams make_params(int64_t n_images, int n_max_maps, int height, int width, uint64_t seed,
                          int64_t n_points, bool jitter, double jitter_lo, double jitter_hi, int jitter_tries,
                          double translate, bool scale, double scale_lo, double scale_hi, bool flips,
-                         bool color, bool patch, bool blur, double blur_lo, double blur_hi, bool has_probs,
+                         bool color, bool patch, bool background, bool blur, double blur_lo, double blur_hi, bool has_probs,
                          bool counts_only) {
   RenderParams p;
   p.n_images = n_images;
@@ -38,6 +38,7 @@ RenderParams make_params(int64_t n_images, int n_max_maps, int height, int width
   p.flips = flips;
   p.color = color;
   p.patch = patch;
+  p.background = background;
   p.blur = blur;
   p.blur_lo = blur_lo;
   p.blur_hi = blur_hi;
@@ -52,8 +53,8 @@ py::array ifs_render_cpu_py(CArray<double> systems, CArray<int64_t> n_maps, CArr
                             py::object probs, int height, int width, uint64_t seed, int64_t n_points,
                             bool jitter, double jitter_lo, double jitter_hi, int jitter_tries,
                             double translate, bool scale, double scale_lo, double scale_hi, bool flips,
-                            bool color, bool patch, bool blur, double blur_lo, double blur_hi,
-                            bool counts_only) {
+                            bool color, bool patch, bool background, bool blur, double blur_lo,
+                            double blur_hi, bool counts_only) {
   OFDB_CHECK(systems.ndim() == 4 && systems.shape(2) == 2 && systems.shape(3) == 3,
              "systems must have shape [B, K, 2, 3]");
   const int64_t B = systems.shape(0);
@@ -70,7 +71,8 @@ py::array ifs_render_cpu_py(CArray<double> systems, CArray<int64_t> n_maps, CArr
   }
   const RenderParams p =
       make_params(B, K, height, width, seed, n_points, jitter, jitter_lo, jitter_hi, jitter_tries, translate,
-                  scale, scale_lo, scale_hi, flips, color, patch, blur, blur_lo, blur_hi, probs_ptr != nullptr,
+                  scale, scale_lo, scale_hi, flips, color, patch, background, blur, blur_lo, blur_hi,
+                  probs_ptr != nullptr,
                   counts_only);
   py::array out = counts_only ? py::array(py::array_t<int32_t>({B, (int64_t)height, (int64_t)width}))
                               : py::array(py::array_t<uint8_t>({B, (int64_t)height, (int64_t)width, (int64_t)3}));
@@ -88,11 +90,11 @@ void ifs_render_cuda_py(uintptr_t systems, uintptr_t n_maps, uintptr_t image_ids
                         uintptr_t counts, uintptr_t rgb, int64_t n_images, int n_max_maps, int height,
                         int width, uint64_t seed, int64_t n_points, bool jitter, double jitter_lo,
                         double jitter_hi, int jitter_tries, double translate, bool scale, double scale_lo,
-                        double scale_hi, bool flips, bool color, bool patch, bool blur, double blur_lo,
-                        double blur_hi, bool counts_only, uintptr_t stream) {
+                        double scale_hi, bool flips, bool color, bool patch, bool background, bool blur,
+                        double blur_lo, double blur_hi, bool counts_only, uintptr_t stream) {
   const RenderParams p = make_params(n_images, n_max_maps, height, width, seed, n_points, jitter, jitter_lo,
                                      jitter_hi, jitter_tries, translate, scale, scale_lo, scale_hi, flips,
-                                     color, patch, blur, blur_lo, blur_hi, probs != 0, counts_only);
+                                     color, patch, background, blur, blur_lo, blur_hi, probs != 0, counts_only);
   py::gil_scoped_release release;
   ofdb::ifs::ifs_render_cuda(p, systems, n_maps, image_ids, probs, counts, rgb, stream);
 }
@@ -106,7 +108,8 @@ void bind_ifs_render(py::module_& m) {
         py::arg("height"), py::arg("width"), py::arg("seed"), py::arg("n_points"), py::arg("jitter"),
         py::arg("jitter_lo"), py::arg("jitter_hi"), py::arg("jitter_tries"), py::arg("translate"),
         py::arg("scale"), py::arg("scale_lo"), py::arg("scale_hi"), py::arg("flips"), py::arg("color"),
-        py::arg("patch"), py::arg("blur"), py::arg("blur_lo"), py::arg("blur_hi"), py::arg("counts_only"));
+        py::arg("patch"), py::arg("background"), py::arg("blur"), py::arg("blur_lo"), py::arg("blur_hi"),
+        py::arg("counts_only"));
 #ifdef OFDB_WITH_CUDA
   m.def("ifs_render_cuda", &ifs_render_cuda_py,
         "IFS chaos-game render on device pointers; counts: int32 [B, H, W] (scratch unless counts_only), "
@@ -116,6 +119,6 @@ void bind_ifs_render(py::module_& m) {
         py::arg("width"), py::arg("seed"), py::arg("n_points"), py::arg("jitter"), py::arg("jitter_lo"),
         py::arg("jitter_hi"), py::arg("jitter_tries"), py::arg("translate"), py::arg("scale"),
         py::arg("scale_lo"), py::arg("scale_hi"), py::arg("flips"), py::arg("color"), py::arg("patch"),
-        py::arg("blur"), py::arg("blur_lo"), py::arg("blur_hi"), py::arg("counts_only"), py::arg("stream"));
+        py::arg("background"), py::arg("blur"), py::arg("blur_lo"), py::arg("blur_hi"), py::arg("counts_only"), py::arg("stream"));
 #endif
 }

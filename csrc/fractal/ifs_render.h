@@ -26,6 +26,12 @@ constexpr uint64_t kAugVal = 9;
 constexpr uint64_t kAugBlur = 10;
 constexpr uint64_t kAugSigma = 11;
 
+// BACKGROUND stream counter slots (mirror of BG_* in reference/ifs_render.py).
+constexpr uint64_t kBgColor = 0;   // 0..5: hue_scale, hue_shift, sat_scale, sat_shift, val_scale, val_shift
+constexpr uint64_t kBgDecay = 6;
+constexpr uint64_t kBgCorner = 7;  // 7..10
+constexpr uint64_t kBgNoise = 11;  // then one draw per visited grid point
+
 constexpr int kMaxMaps = 32;  // K limit (Python validates K <= kMaxMaps)
 
 struct RenderParams {
@@ -40,7 +46,7 @@ struct RenderParams {
   double translate = 0.2;  // 0 disables
   bool scale = true;
   double scale_lo = 0.5, scale_hi = 2.0;
-  bool flips = true, color = true, patch = false, blur = true;
+  bool flips = true, color = true, patch = false, background = false, blur = true;
   double blur_lo = 0.5, blur_hi = 1.0;
   bool has_probs = false;
   bool counts_only = false;  // output "counts": int32 [B, H, W], else uint8 [B, H, W, 3]

@@ -258,6 +258,7 @@ struct Scratch {
   Buffer<int32_t> hist;        // [H * W]
   std::vector<double> rows;    // 3 horizontally blurred rows [3 * W * 3]
   std::vector<uint16_t> hue_of;  // lut entry per hit count [max + 1] (256: black)
+  std::vector<double> grid;    // diamond-square grid [g * g]
   std::vector<int> row_ext;  // per output row: first and one-past-last non-black column [2 * H]
 };
 
@@ -355,8 +356,68 @@ void blur_image(uint8_t* img, int H, int W, double k0, double k1, const std::vec
   }
 }
 
+// Diamond-square noise of one image into grid [g * g], g = 2^ceil(log2(side)) + 1 (reference
+// diamond_square: same draws, visiting order and sums).
+int diamond_square(uint64_t key, int side, std::vector<double>& grid) {
+  int n = 0;
+  while ((1 << n) < side) ++n;
+  const int g = (1 << n) + 1;
+  grid.assign(static_cast<size_t>(g) * g, 0.0);
+  auto at = [&](int r, int c) -> double& { return grid[static_cast<size_t>(r) * g + c]; };
+  const double decay = uniform(key, kBgDecay, 0.4, 0.8);
+  at(0, 0) = rng::u01(key, kBgCorner);
+  at(0, g - 1) = rng::u01(key, kBgCorner + 1);
+  at(g - 1, 0) = rng::u01(key, kBgCorner + 2);
+  at(g - 1, g - 1) = rng::u01(key, kBgCorner + 3);
+  uint64_t counter = kBgNoise;
+  for (int k = 1; k <= n; ++k) {
+    const double m = 0.5 * std::exp(decay * static_cast<double>(1 - k));
+    const int h = 1 << (n - k), cnt = 1 << (k - 1);
+    for (int a = 0; a < cnt; ++a) {
+      for (int b = 0; b < cnt; ++b) {
+        const int r = h * (2 * a + 1), c = h * (2 * b + 1);
+        const double mean = (((at(r - h, c - h) + at(r - h, c + h)) + at(r + h, c - h)) + at(r + h, c + h)) / 4.0;
+        at(r, c) = mean + uniform(key, counter++, -m, m);
+      }
+    }
+    for (int i = 0; i <= (1 << k); ++i) {
+      const int r = i * h;
+      const int up = r - h >= 0 ? r - h : g - 1 - h, down = r + h <= g - 1 ? r + h : h;
+      for (int j = (i % 2 == 0) ? 1 : 0; j <= (1 << k); j += 2) {
+        const int c = j * h;
+        const int left = c - h >= 0 ? c - h : g - 1 - h, right = c + h <= g - 1 ? c + h : h;
+        const double mean = (((at(up, c) + at(down, c)) + at(r, left)) + at(r, right)) / 4.0;
+        at(r, c) = mean + uniform(key, counter++, -m, m);
+      }
+    }
+  }
+  return g;
+}
+
+// Coloured diamond-square background behind the black pixels of out [H, W, 3] (reference
+// background_rgb and its composite).
+void composite_background(const RenderParams& p, uint64_t key, uint8_t* out, std::vector<double>& grid) {
+  const int H = p.height, W = p.width;
+  const int g = diamond_square(key, std::max(H, W), grid);
+  double d[6];
+  const double lo[6] = {0.25, 0.0, 0.1, 0.4, 0.3, 0.4}, hi[6] = {1.0, 1.0, 0.3, 0.6, 0.6, 0.6};
+  for (int c = 0; c < 6; ++c) d[c] = uniform(key, kBgColor + c, lo[c], hi[c]) * 255.0;
+  for (int i = 0; i < H; ++i) {
+    for (int j = 0; j < W; ++j) {
+      uint8_t* px = out + (static_cast<int64_t>(i) * W + j) * 3;
+      if (px[0] | px[1] | px[2]) continue;
+      const double x = grid[static_cast<size_t>(i) * g + j];
+      const double s = std::min(x * d[2] + d[3], 255.0), v = std::min(x * d[4] + d[5], 255.0);
+      const int hue = static_cast<int>(static_cast<int64_t>(std::floor(x * d[0] + d[1])) & 255);
+      const int sat = static_cast<int>(static_cast<int64_t>(std::floor(s)) & 255);
+      const int val = static_cast<int>(static_cast<int64_t>(std::floor(v)) & 255);
+      hsv_entry(hue, sat, val, px);
+    }
+  }
+}
+
 // Flips, colour and blur of one image from its histogram.
-void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, uint8_t* out,
+void finish_image(const RenderParams& p, uint64_t aug_key, uint64_t bg_key, const int32_t* hist, uint8_t* out,
                   Scratch& scratch) {
   const int H = p.height, W = p.width;
   const int64_t n_pix = static_cast<int64_t>(H) * W;
@@ -423,6 +484,13 @@ void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, 
     }
     ext[2 * i] = first <= last ? first : 0;
     ext[2 * i + 1] = first <= last ? last + 1 : 0;
+  }
+  if (p.background) {
+    composite_background(p, bg_key, out, scratch.grid);
+    for (int i = 0; i < H; ++i) {
+      ext[2 * i] = 0;
+      ext[2 * i + 1] = W;
+    }
   }
   if (p.blur && rng::u01(aug_key, kAugBlur) > 0.5) {
     double k0, k1;
@@ -515,7 +583,8 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
     }
     if (!p.counts_only) {
       const uint64_t aug = rng::stream_key(p.seed, rng::kStreamAugment, static_cast<uint64_t>(image_ids[b]));
-      finish_image(p, aug, hist, rgb + b * n_pix * 3, scratch);
+      const uint64_t bg = rng::stream_key(p.seed, rng::kStreamBackground, static_cast<uint64_t>(image_ids[b]));
+      finish_image(p, aug, bg, hist, rgb + b * n_pix * 3, scratch);
     }
   }
 }

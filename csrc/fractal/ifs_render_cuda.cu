@@ -217,6 +217,7 @@ void ifs_render_cuda(const RenderParams& p, uintptr_t systems, uintptr_t n_maps,
   OFDB_CHECK(p.n_max_maps >= 1 && p.n_max_maps <= kMaxMaps, "ifs_render: K must be in 1..32");
   OFDB_CHECK(p.height >= 1 && p.width >= 1 && p.n_points >= 1, "ifs_render: bad size or n_points");
   OFDB_CHECK(p.counts_only || rgb != 0, "ifs_render: rgb output pointer is null");
+  OFDB_CHECK(p.counts_only || !p.background, "ifs_render: background is not implemented on CUDA yet");
   if (p.n_images == 0) return;
   cudaStream_t s = as_stream(stream);
   const auto* sys = reinterpret_cast<const double*>(systems);

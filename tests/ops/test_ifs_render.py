@@ -20,6 +20,8 @@ CONFIGS = {
     "patch": dataclasses.replace(DEFAULT, patch=True),
     "no_blur_no_flips": dataclasses.replace(DEFAULT, blur=False, flips=False),
     "translate_only": dataclasses.replace(DEFAULT, scale=None, jitter_tries=1),
+    "background": dataclasses.replace(DEFAULT, background=True),
+    "background_gray_patch": dataclasses.replace(DEFAULT, background=True, color=False, patch=True),
 }
 
 
@@ -59,10 +61,11 @@ def test_cpu_matches_numpy(batch, name, output, backend):
 @pytest.mark.parametrize("backend", backend_params("cpu"))
 def test_odd_sizes_match_numpy(rng, size, backend):
     systems = random_systems(rng, 3, 3)
-    for output in ("rgb", "counts"):
-        want = ifs_render(systems, size=size, config=DEFAULT, output=output, backend="numpy")
-        got = ifs_render(systems, size=size, config=DEFAULT, output=output, backend=backend)
-        np.testing.assert_array_equal(got, want)
+    for cfg in (DEFAULT, CONFIGS["background"]):
+        for output in ("rgb", "counts"):
+            want = ifs_render(systems, size=size, config=cfg, output=output, backend="numpy")
+            got = ifs_render(systems, size=size, config=cfg, output=output, backend=backend)
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("backend", backend_params("cpu"))
@@ -172,6 +175,37 @@ def test_constant_maps_hand_computed(backend):
     assert counts[0, 4, 5] == (r >= 0.5).sum() and counts[0, 0, 0] == (r < 0.5).sum()
 
 
+@pytest.mark.parametrize("backend", backend_params("numpy", "cpu"))
+def test_background_only_fills_black_pixels(batch, backend):
+    systems, n_maps = batch
+    cfg = dataclasses.replace(DEFAULT, blur=False)
+    fg = ifs_render(systems, n_maps, size=(30, 41), config=cfg, backend=backend)
+    both = ifs_render(systems, n_maps, size=(30, 41), config=dataclasses.replace(cfg, background=True),
+                      backend=backend)
+    hit = fg.any(axis=-1)
+    np.testing.assert_array_equal(both[hit], fg[hit])
+    assert both[~hit].any(axis=-1).mean() > 0.9  # the texture is (almost) never black
+
+
+def test_diamond_square_hand_computed():
+    # side 2 -> n = 1, g = 3: corners, one diamond centre, four square-step edge points whose
+    # out-of-grid neighbours wrap (row 0's "up" is row g - 1 - h = 1).
+    key = _rng.stream_key(5, _rng.STREAM_BACKGROUND, 3)
+    grid = ref.diamond_square(np.array([key]), 2)[0]
+    u = lambda c: float(_rng.u01(key, c))  # noqa: E731
+    decay = 0.4 + 0.4 * u(ref.BG_DECAY)
+    m = 0.5 * np.exp(decay * 0)
+    corners = [u(ref.BG_CORNER + i) for i in range(4)]
+    np.testing.assert_array_equal(grid[[0, 0, 2, 2], [0, 2, 0, 2]], corners)
+    noise = lambda c: -m + 2 * m * u(ref.BG_NOISE + c)  # noqa: E731
+    centre = sum(corners) / 4 + noise(0)
+    assert grid[1, 1] == pytest.approx(centre, abs=1e-15)
+    want_01 = (2 * centre + corners[0] + corners[1]) / 4 + noise(1)  # up = down = centre row
+    want_10 = (corners[0] + corners[2] + 2 * centre) / 4 + noise(2)
+    assert grid[0, 1] == pytest.approx(want_01, abs=1e-15)
+    assert grid[1, 0] == pytest.approx(want_10, abs=1e-15)
+
+
 def test_sigma_max_closed_form(rng):
     lin = rng.normal(size=(50, 2, 2))
     np.testing.assert_allclose(ref.sigma_max(lin), np.linalg.svd(lin, compute_uv=False)[:, 0], rtol=1e-12)
@@ -243,8 +277,6 @@ def test_bad_inputs(batch):
         ifs_render(systems, config=RenderConfig(n_points=0))
     with pytest.raises(ValueError, match="output must be 'rgb' or 'counts'"):
         ifs_render(systems, output="png")
-    with pytest.raises(RuntimeError, match="not implemented yet"):
-        ifs_render(systems, config=RenderConfig(background=True))
     with pytest.raises(ValueError, match="backend must be"):
         ifs_render(systems, backend="triton")
     with pytest.raises(ValueError, match="seed must be"):

@@ -7,7 +7,8 @@ Semantics, RNG streams and every deviation from the reference generator are docu
 - ``cpu``: ``_C.ifs_render_cpu`` (C++/OpenMP, one image pipeline per thread, GIL released),
   bit-identical to ``numpy`` for both outputs and every config.
 - ``cuda``: ``_C.ifs_render_cuda`` on device pointers and the caller's current stream; equal to
-  ``numpy`` up to rare pixels (device ``exp`` in the blur weights differs in the last ulp).
+  ``numpy`` up to rare pixels (device ``exp`` in the blur weights differs in the last ulp). The
+  diamond-square background (``config.background``) is not implemented there yet (RuntimeError).
 """
 
 from __future__ import annotations
@@ -53,11 +54,6 @@ def _check_config(config: Any) -> RenderConfig:
     if config.scale is not None:
         _pair(config.scale, "config.scale", positive=True)
     _pair(config.blur_sigma, "config.blur_sigma", positive=True)
-    if config.background:
-        raise RuntimeError(
-            "config.background=True is not implemented yet (diamond-square background); "
-            "use background=False"
-        )
     return config
 
 
@@ -201,7 +197,8 @@ def _kernel_kwargs(height: int, width: int, seed: int, config: RenderConfig, out
         jitter_hi=float(config.jitter_range[1]), jitter_tries=int(config.jitter_tries),
         translate=float(config.translate), scale=config.scale is not None,
         scale_lo=float(scale[0]), scale_hi=float(scale[1]), flips=bool(config.flips),
-        color=bool(config.color), patch=bool(config.patch), blur=bool(config.blur),
+        color=bool(config.color), patch=bool(config.patch), background=bool(config.background),
+        blur=bool(config.blur),
         blur_lo=float(config.blur_sigma[0]), blur_hi=float(config.blur_sigma[1]),
         counts_only=output == "counts",
     )
@@ -222,6 +219,11 @@ def _cuda_range(like: Any, n: int, fill: int | None):
 
 
 def _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, output):
+    if config.background and output == "rgb":
+        raise RuntimeError(
+            "ifs_render: config.background=True is not implemented on the cuda backend yet; "
+            "render on the CPU (backend='cpu') or set background=False"
+        )
     n_img, n_max = int(systems.shape[0]), int(systems.shape[1])
     sys_d = _arrays.cuda_contiguous(systems, "float64")
     nm_d = _cuda_range(systems, n_img, n_max) if n_maps is None else _arrays.cuda_contiguous(n_maps, "int64")

@@ -45,7 +45,10 @@ Per image b (id ``image_ids[b]``), following fractals.md a.2-a.4 (F4AD ``IFSGene
    ``H = floor(n / max_n * 255 + hue_shift) & 255`` and RGB ``= lut[H]`` with the per-image 256-entry
    OpenCV 8-bit HSV->RGB table (:func:`hsv_lut`, float32 arithmetic, hue range 0..180 so H >= 180
    wraps, channel values truncated as cv2 does for whole images); ``n == 0`` is black. ``color=False``: 127 gray where ``n > 0`` (binary raster x 127).
-8. Background: not implemented yet (``config.background=True`` is refused by the public op).
+8. Background (``config.background``): diamond-square noise from the BACKGROUND stream, coloured
+   (:func:`background_rgb`, grid side ``2**ceil(log2(max(H, W))) + 1`` cropped to ``H x W``); every
+   pixel whose foreground RGB is (0, 0, 0) takes the background colour. Deviation: the decay draw
+   uses the counter RNG (the reference used a fresh ``default_rng()``).
 9. Blur (``config.blur``): iff ``u01(10) > 0.5``, ``sigma = U(11; blur_sigma)``; weights
    ``w = exp(-1 / (2 sigma^2))`` (``math.exp``, glibc, the same libm call as C++ ``std::exp``),
    ``[w, 1, w] / ((w + 1) + w)``; horizontal pass then vertical pass in float64, each
@@ -54,7 +57,7 @@ Per image b (id ``image_ids[b]``), following fractals.md a.2-a.4 (F4AD ``IFSGene
    reproducible across backends.
 
 RNG: the counter-based hash of ``reference/_rng.py`` keyed by ``(seed, stream, image_ids[b])`` with
-streams JITTER, CHAOS, AUGMENT and PATCH, so image b depends only on ``(seed, image_ids[b])``, never on
+streams JITTER, CHAOS, AUGMENT, PATCH and BACKGROUND, so image b depends only on ``(seed, image_ids[b])``, never on
 the batch it was rendered in. Every draw above has a fixed counter, used or not.
 """
 
@@ -77,6 +80,12 @@ AUG_VAL = 9
 AUG_BLUR = 10
 AUG_SIGMA = 11
 
+# BACKGROUND stream counter slots (mirror: csrc/fractal/ifs_render.h, kBg*).
+BG_COLOR = 0  # 0..5: hue_scale, hue_shift, sat_scale, sat_shift, val_scale, val_shift
+BG_DECAY = 6
+BG_CORNER = 7  # 7..10
+BG_NOISE = 11  # then one draw per visited grid point
+
 
 @dataclasses.dataclass(frozen=True)
 class RenderConfig:
@@ -91,7 +100,7 @@ class RenderConfig:
     flips: bool = True  # transpose, ud, lr each with p=0.5
     color: bool = True  # graded raster + HSV colouring; False: binary raster x127 gray
     patch: bool = False  # 3x3 random-mask splatting
-    background: bool = False  # diamond-square background (not implemented yet)
+    background: bool = False  # diamond-square background
     blur: bool = True  # 3x3 Gaussian, p=0.5, sigma ~ U(blur_sigma)
     blur_sigma: tuple[float, float] = (0.5, 1.0)
 
@@ -257,8 +266,8 @@ def fma32(a, b, c) -> np.ndarray:
     return r.astype(np.float32)
 
 
-def hsv_lut(sat: int, val: int) -> np.ndarray:
-    """uint8 ``[256, 3]`` RGB for 8-bit HSV ``(H, sat, val)``, H = 0..255, OpenCV semantics.
+def hsv_to_rgb(hue, sat, val) -> np.ndarray:
+    """uint8 ``[..., 3]`` RGB of 8-bit HSV arrays (broadcast), OpenCV semantics.
 
     Mirrors the vectorised path of OpenCV's uint8 ``COLOR_HSV2RGB`` (the one that converts whole
     512-wide images; hue range 0..180), all in float32: ``h = H * (6/180)``, ``i = trunc(h)``,
@@ -270,25 +279,90 @@ def hsv_lut(sat: int, val: int) -> np.ndarray:
     """
     f32 = np.float32
     one = f32(1.0)
-    h = np.arange(256).astype(f32) * (f32(6.0) / f32(180.0))
-    s = f32(sat) * (one / f32(255.0))
-    v = f32(val) * (one / f32(255.0))
+    hue, sat, val = np.broadcast_arrays(np.asarray(hue), np.asarray(sat), np.asarray(val))
+    h = hue.astype(f32) * (f32(6.0) / f32(180.0))
+    s = sat.astype(f32) * (one / f32(255.0))
+    v = val.astype(f32) * (one / f32(255.0))
     pre = np.trunc(h)
     frac = h - pre
     sector = (pre - np.trunc(pre * (one / f32(6.0))) * f32(6.0)).astype(np.int64)
-    tab = np.stack(
-        [
-            np.full(256, v, dtype=f32),
-            np.full(256, v * (one - s), dtype=f32),
-            v * fma32(-s, frac, one),
-            v * fma32(-s, one - frac, one),
-        ],
-        axis=1,
-    ).astype(f32)  # [256, 4]
+    tab = np.stack([v, v * (one - s), v * fma32(-s, frac, one), v * fma32(-s, one - frac, one)],
+                   axis=-1).astype(f32)  # [..., 4]
     # (r, g, b) indices into tab per sector (OpenCV's table lists (b, g, r)).
     rgb_from_sector = np.array([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
-    rgb = np.take_along_axis(tab, rgb_from_sector[sector], axis=1)
+    rgb = np.take_along_axis(tab, rgb_from_sector[sector], axis=-1)
     return np.clip(np.trunc(rgb * f32(255.0)), 0, 255).astype(np.uint8)
+
+
+def hsv_lut(sat: int, val: int) -> np.ndarray:
+    """uint8 ``[256, 3]``: :func:`hsv_to_rgb` of ``(H, sat, val)`` for H = 0..255."""
+    return hsv_to_rgb(np.arange(256), sat, val)
+
+
+def diamond_square(keys, side: int) -> np.ndarray:
+    """float64 ``[B, g, g]`` diamond-square noise, ``g = 2**ceil(log2(side)) + 1`` (fractals.md a.5).
+
+    Draws (BACKGROUND stream): decay ``U(0.4, 0.8)`` (counter BG_DECAY), corners [0,0], [0,g-1],
+    [g-1,0], [g-1,g-1] ``U[0,1)`` (BG_CORNER..+3), then one ``U(-m, m)`` per visited point from
+    counter BG_NOISE on, in visiting order. Level k = 1..n: ``m = 0.5 * exp(decay * (1 - k))``
+    (``math.exp``), ``h = 2**(n-k)``; diamond step over the centres ``(h(2a+1), h(2b+1))`` row-major,
+    value ``(((nw + ne) + sw) + se) / 4 + noise``; square step over the points ``(i h, j h)`` with
+    ``i + j`` odd, row-major, value ``(((up + down) + left) + right) / 4 + noise`` with toroidal
+    neighbours (row 0's up is row ``g - 1 - h``, row ``g - 1``'s down is row ``h``; same for columns).
+    """
+    keys = np.asarray(keys)
+    n = (int(side) - 1).bit_length()
+    g = 2**n + 1
+    n_img = keys.shape[0]
+    grid = np.zeros((n_img, g, g))
+    decay = _rng.uniform(keys, BG_DECAY, 0.4, 0.8)
+    for c, (r0, c0) in enumerate([(0, 0), (0, g - 1), (g - 1, 0), (g - 1, g - 1)]):
+        grid[:, r0, c0] = _rng.u01(keys, BG_CORNER + c)
+    counter = BG_NOISE
+    img = np.arange(n_img)[:, None]
+    for k in range(1, n + 1):
+        m = np.array([0.5 * math.exp(float(d) * (1 - k)) for d in decay])[:, None]
+        h = 2 ** (n - k)
+        cnt = 2 ** (k - 1)
+        a = np.arange(cnt)
+        r = np.repeat(h * (2 * a + 1), cnt)
+        c = np.tile(h * (2 * a + 1), cnt)
+        noise = _rng.uniform(keys[:, None], counter + np.arange(r.size, dtype=np.uint64)[None, :], -m, m)
+        counter += r.size
+        mean = (((grid[img, r - h, c - h] + grid[img, r - h, c + h]) + grid[img, r + h, c - h])
+                + grid[img, r + h, c + h]) / 4.0
+        grid[img, r, c] = mean + noise
+        i, j = np.meshgrid(np.arange(2**k + 1), np.arange(2**k + 1), indexing="ij")
+        odd = (i + j) % 2 == 1  # row-major order of the square-step points
+        r, c = i[odd] * h, j[odd] * h
+        noise = _rng.uniform(keys[:, None], counter + np.arange(r.size, dtype=np.uint64)[None, :], -m, m)
+        counter += r.size
+        up = np.where(r - h >= 0, r - h, g - 1 - h)
+        down = np.where(r + h <= g - 1, r + h, h)
+        left = np.where(c - h >= 0, c - h, g - 1 - h)
+        right = np.where(c + h <= g - 1, c + h, h)
+        mean = (((grid[img, up, c] + grid[img, down, c]) + grid[img, r, left]) + grid[img, r, right]) / 4.0
+        grid[img, r, c] = mean + noise
+    return grid
+
+
+def background_rgb(keys, height: int, width: int) -> np.ndarray:
+    """uint8 ``[B, H, W, 3]``: diamond-square noise cropped and coloured (fractals.md a.5).
+
+    Draws BG_COLOR..+5: ``hue_scale = U(0.25, 1)*255``, ``hue_shift = U[0,1)*255``,
+    ``sat_scale = U(0.1, 0.3)*255``, ``sat_shift = U(0.4, 0.6)*255``, ``val_scale = U(0.3, 0.6)*255``,
+    ``val_shift = U(0.4, 0.6)*255``; ``H = floor(x*hue_scale + hue_shift) & 255``,
+    ``S = floor(min(x*sat_scale + sat_shift, 255)) & 255``, V likewise (negative values wrap, the
+    defined form of the reference's uint8 casts), then :func:`hsv_to_rgb`.
+    """
+    keys = np.asarray(keys)
+    x = diamond_square(keys, max(height, width))[:, :height, :width]
+    d = [(_rng.uniform(keys, BG_COLOR + c, lo, hi) * 255.0)[:, None, None]
+         for c, (lo, hi) in enumerate([(0.25, 1.0), (0.0, 1.0), (0.1, 0.3), (0.4, 0.6), (0.3, 0.6), (0.4, 0.6)])]
+    hue = np.floor(x * d[0] + d[1]).astype(np.int64) & 255
+    sat = np.floor(np.minimum(x * d[2] + d[3], 255.0)).astype(np.int64) & 255
+    val = np.floor(np.minimum(x * d[4] + d[5], 255.0)).astype(np.int64) & 255
+    return hsv_to_rgb(hue, sat, val)
 
 
 def _reflect101(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -334,8 +408,6 @@ def ifs_render(
         uint8 ``[B, H, W, 3]`` for ``output="rgb"``, int32 ``[B, H, W]`` for ``"counts"``.
     """
     config = config or RenderConfig()
-    if config.background:
-        raise RuntimeError("config.background=True is not implemented yet")
     systems = np.ascontiguousarray(systems, dtype=np.float64)
     n_img, n_max = systems.shape[:2]
     height, width = (size, size) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
@@ -345,7 +417,8 @@ def ifs_render(
         shape = (0, height, width) if output == "counts" else (0, height, width, 3)
         return np.zeros(shape, np.int32 if output == "counts" else np.uint8)
     key = {s: _rng.stream_key(seed, s, ids) for s in
-           (_rng.STREAM_JITTER, _rng.STREAM_CHAOS, _rng.STREAM_AUGMENT, _rng.STREAM_PATCH)}
+           (_rng.STREAM_JITTER, _rng.STREAM_CHAOS, _rng.STREAM_AUGMENT, _rng.STREAM_PATCH,
+            _rng.STREAM_BACKGROUND)}
     aug = key[_rng.STREAM_AUGMENT]
 
     with np.errstate(all="ignore"):  # non-finite values are handled explicitly
@@ -362,6 +435,9 @@ def ifs_render(
         return counts
 
     out = np.zeros((n_img, height, width, 3), np.uint8)
+    if config.background:
+        with np.errstate(all="ignore"):
+            bg = background_rgb(key[_rng.STREAM_BACKGROUND], height, width)
     for b in range(n_img):
         c = counts[b]
         if config.flips:
@@ -381,6 +457,8 @@ def ifs_render(
             out[b] = np.where(hit[..., None], hsv_lut(sat, val)[hue], 0)
         else:
             out[b] = np.where(hit[..., None], 127, 0)
+        if config.background:
+            out[b] = np.where(out[b].any(axis=-1, keepdims=True), out[b], bg[b])
         if config.blur and _rng.u01(aug[b], AUG_BLUR) > 0.5:
             lo, hi = config.blur_sigma
             out[b] = blur3(out[b], float(_rng.uniform(aug[b], AUG_SIGMA, lo, hi)))
