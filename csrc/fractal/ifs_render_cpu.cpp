@@ -32,7 +32,7 @@ namespace ifs {
 namespace {
 
 constexpr int kLanes = 8;
-constexpr int64_t kStoreLimit = 1 << 21;  // points per image kept in memory (32 MiB per lane)
+constexpr int64_t kStoreLimit = 1 << 18;  // points per image kept in memory (4 MiB per lane)
 
 struct Lane {
   double sys[kMaxMaps * 6];

@@ -285,6 +285,14 @@ def test_bad_inputs(batch):
 
 # ----------------------------------------------------------------------------- CUDA
 @pytest.mark.cuda
+def test_cuda_background_is_refused(rng):
+    torch = pytest.importorskip("torch")
+    dev = torch.from_numpy(random_systems(rng, 2, 3)).cuda()
+    with pytest.raises(RuntimeError, match="background=True is not implemented on the cuda backend"):
+        ifs_render(dev, size=16, config=CONFIGS["background"], backend="cuda")
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", ["default", "plain", "patch", "gray"])
 def test_cuda_matches_numpy(rng, name):
     torch = pytest.importorskip("torch")
@@ -314,16 +322,18 @@ def test_more_points_match_numpy(rng, backend):
 
 @pytest.mark.parametrize("backend", backend_params("cpu"))
 def test_replayed_chain_for_huge_n_points(rng, backend):
-    # Above 2**21 points per image the C++ chain is run twice instead of stored. Constant maps
+    # Above 2**18 points per image the C++ chain is run twice instead of stored. Constant maps
     # (0, 0) and (1, 1) give a known box, so the counts are known exactly from the CHAOS draws.
-    cfg = dataclasses.replace(PLAIN, n_points=2**21 + 5)
+    cfg = dataclasses.replace(PLAIN, n_points=2**18 + 5)
     two = np.array([[[[0.0, 0, 0], [0, 0.0, 0]], [[0.0, 0, 1], [0, 0.0, 1]]]])
     counts = ifs_render(two, size=4, probs=np.array([[0.25, 0.75]]), config=cfg, output="counts", backend=backend)
     r = _rng.u01(_rng.stream_key(0, _rng.STREAM_CHAOS, 0), np.arange(cfg.n_points))
     assert counts[0, 3, 3] == (r >= 0.25).sum() and counts[0, 0, 0] == (r < 0.25).sum()
-    systems = random_systems(rng, 2, 3)
-    counts = ifs_render(systems, size=64, config=cfg, output="counts", backend=backend)
-    np.testing.assert_array_equal(counts.sum(axis=(1, 2)), cfg.n_points)
+    systems = random_systems(rng, 1, 3)
+    cfg = dataclasses.replace(DEFAULT, n_points=2**18 + 5)
+    counts = ifs_render(systems, size=(40, 24), config=cfg, output="counts", backend=backend)
+    np.testing.assert_array_equal(
+        counts, ifs_render(systems, size=(40, 24), config=cfg, output="counts", backend="numpy"))
 
 
 @pytest.mark.parametrize("backend", backend_params("cpu"))
