@@ -150,12 +150,14 @@ def _check(params, class_blocks, image_ids, size, n_points):
         raise ValueError(f"image_ids must be in [0, 2**63 / {OBJECT_SLOTS}), got values in "
                          f"[{image_ids.min()}, {image_ids.max()}]")
     if len(class_blocks) != len(image_ids):
-        raise ValueError(f"class_blocks must have one block per image ({len(image_ids)}), got {len(class_blocks)}")
+        raise ValueError(f"class_blocks must have one block per image ({len(image_ids)}), "
+                         f"got {len(class_blocks)}")
     blocks = []
     for b, block in enumerate(class_blocks):
         block = np.asarray(block)
         if block.ndim != 1 or block.size == 0 or block.dtype.kind not in "iu":
-            raise ValueError(f"class_blocks[{b}] must be a non-empty 1-D integer array, got {block.dtype} {block.shape}")
+            raise ValueError(f"class_blocks[{b}] must be a non-empty 1-D integer array, "
+                             f"got {block.dtype} {block.shape}")
         if block.min() < 0 or block.max() >= len(params):
             raise ValueError(f"class_blocks[{b}] must index systems in [0, {len(params)}), got values in "
                              f"[{block.min()}, {block.max()}]")
@@ -185,7 +187,8 @@ def render_multi_fractals(params: IFSParams, class_blocks: list, image_ids, *, s
 
     Example:
         >>> params = sample_systems(20, seed=0)  # doctest: +SKIP
-        >>> imgs = render_multi_fractals(params, [np.arange(10), np.arange(10, 20)], np.arange(2), size=128)  # doctest: +SKIP
+        >>> blocks = [np.arange(10), np.arange(10, 20)]  # two classes of 10 systems  # doctest: +SKIP
+        >>> imgs = render_multi_fractals(params, blocks, np.arange(2), size=128)  # doctest: +SKIP
         >>> imgs.shape  # doctest: +SKIP
         (2, 128, 128, 3)
     """
