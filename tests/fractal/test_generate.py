@@ -225,6 +225,13 @@ def test_unwritable_dataset_dir_fails_cleanly(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
+def test_dataset_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_bytes(b"x")
+    assert _run(tmp_path / "f") == 2
+    assert "cannot create the directory" in capsys.readouterr().err
+    assert (tmp_path / "f").read_bytes() == b"x"
+
+
 def test_write_failure_mid_run_leaves_no_partial_files(tmp_path, monkeypatch, capsys):
     from ofdb_fast.fractal import writers
 
@@ -268,13 +275,16 @@ def test_tar_and_npz_hold_the_png_images(tmp_path):
 
 
 # ---------------------------------------------------------------------- param file
-def test_param_file_equals_sampled_systems(tmp_path):
+@pytest.mark.parametrize("ext", ["npz", "pkl"])
+def test_param_file_equals_sampled_systems(tmp_path, ext):
+    from ofdb_fast.fractal import params_io
     from ofdb_fast.fractal.ifs import sample_systems
-    from ofdb_fast.fractal.params_io import save_params
 
-    save_params(sample_systems(20, seed=0, rng="counter"), str(tmp_path / "p.npz"))
+    save = params_io.save_params if ext == "npz" else params_io.save_params_pkl
+    # 25 systems: the run uses the first 20, as the reference's params[:num_systems]
+    save(sample_systems(25, seed=0, rng="counter"), str(tmp_path / f"p.{ext}"))
     assert _run(tmp_path / "a") == 0
-    assert _run(tmp_path / "b", "--param_file", str(tmp_path / "p.npz")) == 0
+    assert _run(tmp_path / "b", "--param_file", str(tmp_path / f"p.{ext}")) == 0
     a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
     assert a.keys() == b.keys()
     assert all(a[k] == b[k] for k in a if k.endswith(".png"))
