@@ -295,7 +295,7 @@ void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, 
   }
   if (p.blur && rng::u01(aug_key, kAugBlur) > 0.5) {
     double k0, k1;
-    blur_weights(rng::uniform(aug_key, kAugSigma, p.blur_lo, p.blur_hi), &k0, &k1);
+    blur_weights(uniform(aug_key, kAugSigma, p.blur_lo, p.blur_hi), &k0, &k1);
     blur_image(out, H, W, k0, k1, row_nz, scratch.rows);
   }
 }
