@@ -349,6 +349,7 @@ def test_multi_fractals_small(tmp_path):
         (["--resume", "--overwrite"], "--resume and --overwrite cannot be used together"),
         (["--param_file", "/nonexistent/p.pkl"], "--param_file /nonexistent/p.pkl does not exist"),
         (["--dataset_type", "multi-fractals", "--background"], "not supported with --dataset_type multi-fractals"),
+        (["--dataset_type", "multi-fractals", "--backend", "cuda"], "--backend cuda is not supported with"),
         (["--dataset_type", "multi-fractals", "--num_systems", "3"], r"--num_systems \(3\) must be >= --num_class"),
     ],
 )

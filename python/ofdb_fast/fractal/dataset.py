@@ -30,7 +30,8 @@ Deviations from the reference (deliberate):
   only this tool's files (class folders of ``image_*.png``, ``shard-*.tar|npz``, the
   manifest, temp files). Without it, a non-empty directory is refused.
 - multi-fractals cannot honour ``--remove_jitter`` or ``--background`` (the composer always
-  jitters and uses a black canvas); those combinations are refused.
+  jitters and uses a black canvas) nor ``--backend cuda`` (it passes host arrays); those
+  combinations are refused.
 """
 
 from __future__ import annotations
@@ -199,9 +200,14 @@ def validate_options(opts: GenerateOptions) -> None:
             raise ValueError("--remove_jitter and --background are not supported with --dataset_type multi-fractals")
 
 
-def _resolve_backend(backend: str) -> str:
+def _resolve_backend(backend: str, dataset_type: str = "fractals") -> str:
     from .._dispatch import has_cuda, resolve
 
+    if dataset_type == "multi-fractals":
+        # render_multi_fractals hands host arrays to ifs_render, so only host backends apply.
+        if backend == "cuda":
+            raise ValueError("--backend cuda is not supported with --dataset_type multi-fractals; use cpu")
+        return resolve("ifs_render", backend, "cpu", supported=("numpy", "cpu"))
     if backend == "auto":
         return "cuda" if has_cuda() else resolve("ifs_render", "auto", "cpu", supported=("numpy", "cpu"))
     return resolve("ifs_render", backend, "cuda" if backend == "cuda" else "cpu",
@@ -523,7 +529,7 @@ def generate(opts: GenerateOptions) -> GenerateResult:
     """
     start = time.perf_counter()
     validate_options(opts)
-    backend = _resolve_backend(opts.backend)
+    backend = _resolve_backend(opts.backend, opts.dataset_type)
     _preflight(opts, backend)
     manifest = build_manifest(opts, backend)
     prepare_directory(opts, manifest)
