@@ -50,7 +50,8 @@ def test_mapping_reproduces_the_float_floor_division_quirk():
     np.testing.assert_array_equal(labels, np.arange(1000))
 
 
-@pytest.mark.parametrize("c, p, s", [(1000, 1, 50_000), (7, 3, 20), (4, 3, 5), (3, 5, 100), (10, 10, 7), (1, 1, 1)])
+@pytest.mark.parametrize("c, p, s", [(1000, 1, 50_000), (1000, 100, 50_000), (999, 37, 12_345), (7, 3, 20), (4, 3, 5),
+                                     (3, 5, 100), (10, 10, 7), (1, 1, 1)])
 def test_mapping_matches_python_scalar_formula(c, p, s):
     labels, systems = class_system_index(c, p, s)
     expected = [int(i // (c * p / s)) for i in range(c * p)]
