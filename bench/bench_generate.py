@@ -7,8 +7,8 @@ Providers:
   ``PIL.Image.save`` with PIL's default PNG compression. Written here from fractals.md a.2-a.4;
   skipped when numba is missing. (``bench/bench_ifs_render.py``'s reference covers rendering
   only; this one adds the window, flips, colour, blur and the PNG write.)
-- ``cpu``: ``ofdb_fast.fractal.dataset.generate`` with the C++/OpenMP renderer and the
-  threaded PNG writer.
+- ``cpu`` / ``cuda``: ``ofdb_fast.fractal.dataset.generate`` with that ``ifs_render`` backend
+  and the threaded PNG writer (encoding and writing stay on the CPU).
 
 extra_info: images/s. Sizes: ``bench_sizes("generate")`` = number of images.
 """
@@ -111,7 +111,7 @@ def _numba_reference():
     return generate
 
 
-@pytest.mark.parametrize("provider", ["reference", backend_param("cpu")])
+@pytest.mark.parametrize("provider", ["reference", backend_param("cpu"), backend_param("cuda")])
 @pytest.mark.parametrize("n_images", bench_sizes("generate"))
 def test_generate(benchmark, provider, n_images):
     from ofdb_fast.fractal.dataset import GenerateOptions, generate
@@ -138,7 +138,7 @@ def test_generate(benchmark, provider, n_images):
 
     try:
         benchmark.group = f"generate|{n_images}"
-        benchmark.extra_info.update(device="cpu", dtype="uint8", shape=[n_images, SIZE, SIZE, 3],
+        benchmark.extra_info.update(device="cuda" if provider == "cuda" else "cpu", dtype="uint8", shape=[n_images, SIZE, SIZE, 3],
                                     workers=os.cpu_count())
         benchmark.pedantic(run, setup=setup, rounds=1, warmup_rounds=1)
         if benchmark.stats is not None:
