@@ -138,8 +138,8 @@ def test_generate(benchmark, provider, n_images):
 
     try:
         benchmark.group = f"generate|{n_images}"
-        benchmark.extra_info.update(device="cuda" if provider == "cuda" else "cpu", dtype="uint8", shape=[n_images, SIZE, SIZE, 3],
-                                    workers=os.cpu_count())
+        benchmark.extra_info.update(device="cuda" if provider == "cuda" else "cpu", dtype="uint8",
+                                    shape=[n_images, SIZE, SIZE, 3], workers=os.cpu_count())
         benchmark.pedantic(run, setup=setup, rounds=1, warmup_rounds=1)
         if benchmark.stats is not None:
             benchmark.extra_info["images_per_s"] = n_images / benchmark.stats.stats.mean
