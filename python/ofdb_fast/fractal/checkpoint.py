@@ -53,6 +53,9 @@ def atomic_save_safetensors(tensors: dict, path: str | os.PathLike, metadata: di
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a plain file, as open() would create it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

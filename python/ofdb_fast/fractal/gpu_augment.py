@@ -16,12 +16,12 @@ Conventions:
   reproduces a batch. The per-sample sampling rules are torchvision's (RandomResizedCrop:
   10 attempts, then the centre-crop fallback; RandomErasing: 10 attempts, then no-op), with
   Python ``round`` (half to even, like ``torch.round``) and ``int`` truncation as there.
-* RandomResizedCrop resamples with ``torchvision.ops.roi_align`` (``aligned=True``,
-  adaptive sampling ratio ``ceil(box / size)`` per output pixel): bilinear samples averaged
-  over each output pixel's footprint, i.e. an antialiased bilinear resize of the crop. The
-  reference resizes PIL images with PIL's antialiased bilinear (triangle) filter; the two
-  differ by rounding-level amounts, not in geometry (deliberate deviation: one batched call).
-  The result is rounded to ``uint8`` like the PIL image the reference hands to AutoAugment.
+* RandomResizedCrop resamples each crop with PIL's bilinear filter (the reference resizes
+  PIL images: crop, then ``resize(BILINEAR)``, a triangle filter widened by the downscale
+  factor, clamped to the crop), as two batched matmuls with per-sample weight matrices.
+  PIL rounds to uint8 between its horizontal and vertical passes and uses fixed-point
+  weights; here both passes run in float32 and only the result is rounded to ``uint8`` (like
+  the PIL image the reference hands to AutoAugment), so pixels may differ by one level.
 * AutoAugment uses the tensor ops of ``torchvision.transforms.v2.functional`` (nearest
   interpolation, fill 0, as torchvision's ``AutoAugment`` on tensors). The reference applies
   the PIL versions of the same ops (PIL and tensor kernels differ slightly: rotation
@@ -142,20 +142,38 @@ def sample_rrc_boxes(gen, n, height, width, scale=(0.08, 1.0), ratio=(3.0 / 4.0,
     return rrc_boxes_from_uniforms(u_area, u_logr, u_i, u_j, height, width, scale, ratio)
 
 
+def resample_weights(starts, lengths, in_size: int, out_size: int, device):
+    """Per-sample 1-D resampling matrices ``[B, out_size, in_size]`` (float32) that crop
+    ``[start, start + length)`` and resize it to ``out_size`` with PIL's bilinear filter:
+    output pixel ``o`` is centred at ``(o + 0.5) * scale`` (crop coordinates,
+    ``scale = length / out_size``), weights ``max(0, 1 - |x + 0.5 - centre| / max(scale, 1))``
+    over the crop's pixels ``x`` (a triangle widened by the downscale factor: antialiasing),
+    normalised to sum 1; pixels outside the crop get no weight."""
+    import torch
+
+    starts = starts.to(device=device, dtype=torch.float64)
+    lengths = lengths.to(device=device, dtype=torch.float64)
+    scale = lengths / out_size
+    support = torch.clamp(scale, min=1.0)
+    centre = (torch.arange(out_size, device=device, dtype=torch.float64)[None, :] + 0.5) * scale[:, None]
+    rel = torch.arange(in_size, device=device, dtype=torch.float64)[None, None, :] - starts[:, None, None]
+    w = torch.clamp(1.0 - torch.abs((rel + 0.5 - centre[:, :, None]) / support[:, None, None]), min=0.0)
+    w = w * ((rel >= 0) & (rel < lengths[:, None, None]))
+    return (w / w.sum(dim=-1, keepdim=True)).to(torch.float32)
+
+
 def resized_crop(images, boxes, size):
     """Crop ``boxes`` (``[B, 4]`` ``(i, j, h, w)``) out of ``images`` (``[B, C, H, W]``) and
-    resize each to ``size x size``, antialiased bilinear via ``roi_align``; returns float32."""
+    resize each crop to ``size x size`` (PIL-style antialiased bilinear, separable: two
+    batched matmuls with :func:`resample_weights`); returns float32 in the input's range."""
     import torch
-    from torchvision.ops import roi_align
 
     x = images.float()
-    b = boxes.to(device=x.device, dtype=torch.float32)
-    rois = torch.stack(
-        [torch.arange(x.shape[0], device=x.device, dtype=torch.float32), b[:, 1], b[:, 0], b[:, 1] + b[:, 3],
-         b[:, 0] + b[:, 2]],
-        dim=1,
-    )
-    return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    b = boxes.to(x.device)
+    wy = resample_weights(b[:, 0], b[:, 2], x.shape[-2], size, x.device)  # [B, size, H]
+    wx = resample_weights(b[:, 1], b[:, 3], x.shape[-1], size, x.device)  # [B, size, W]
+    tmp = torch.matmul(x, wx.transpose(1, 2)[:, None])  # [B, C, H, size]
+    return torch.matmul(wy[:, None], tmp)  # [B, C, size, size]
 
 
 # ----------------------------------------------------------------------------- AutoAugment
