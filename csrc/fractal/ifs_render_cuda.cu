@@ -1,1 +1,1 @@
-// placeholder: implemented by its op's owner
+// placeholder: CUDA kernel comes next
