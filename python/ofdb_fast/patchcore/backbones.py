@@ -1,0 +1,296 @@
+"""Feature backbones for PatchCore: torchvision ResNets truncated after the last layer used.
+
+Conventions:
+- Backbones: ``wide_resnet50_2`` (the reference's default), ``resnet18``, ``resnet50``,
+  ``resnet101``. Layers are named as in torchvision (``layer1`` .. ``layer4``); the default is
+  ``("layer2", "layer3")``. The order given is kept: the first layer's grid is the patch grid.
+- Truncation: the extractor holds the stem and ``layer1`` .. the deepest requested layer only;
+  deeper layers, ``avgpool`` and ``fc`` are never built into the forward pass, so no compute is
+  spent on them. The extractor is in eval mode (BatchNorm uses running statistics) and
+  frozen (``requires_grad=False``).
+- Weights (``weights=``):
+  * a torchvision weights name of the architecture (``"IMAGENET1K_V1"``, ``"DEFAULT"``, ...):
+    loaded from the torch hub cache, downloaded when the machine allows. Without network
+    access the error names the URL and how to pass the file instead;
+  * a local checkpoint path: ``.safetensors`` (``safetensors.torch.load_file``) or a
+    ``.pt``/``.pth``/``.ckpt``/``.bin`` file read with ``torch.load(weights_only=True)`` (never
+    unpickling arbitrary objects). A plain state_dict or ``{"state_dict": ...}`` /
+    ``{"model": ...}`` is accepted; a ``module.`` prefix (DataParallel/DDP) is stripped.
+    Only the parameters of the truncated extractor must match: keys of the dropped modules
+    (``layer4``, ``fc``, e.g. a classifier head with another class count) are ignored;
+    missing or unexpected keys and shape mismatches are a ``ValueError`` listing a few;
+  * ``"random"`` (or ``None``): PyTorch's default initialisation under ``torch.manual_seed``
+    of the given seed, with a loud warning (``warnings.warn`` and a line on stderr): anomaly
+    detection with random features is only meaningful for tests and ablations.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BACKBONES = ("wide_resnet50_2", "resnet18", "resnet50", "resnet101")
+LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
+DEFAULT_LAYERS = ("layer2", "layer3")
+DEFAULT_WEIGHTS = "IMAGENET1K_V1"
+RANDOM_WEIGHTS = "random"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+_STEM = ("conv1", "bn1", "relu", "maxpool")
+
+# Output channels and stride of each layer (the same for every supported backbone family).
+_CHANNELS = {
+    "resnet18": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
+    "resnet50": {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048},
+    "resnet101": {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048},
+    "wide_resnet50_2": {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048},
+}
+LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+
+
+def check_backbone(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backbone must be a str, got {type(name).__name__}")
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+    return name
+
+
+def check_layers(layers: Any) -> tuple[str, ...]:
+    if isinstance(layers, str):
+        layers = [s for s in layers.replace(",", " ").split() if s]
+    if not isinstance(layers, Sequence) or not all(isinstance(s, str) for s in layers):
+        raise TypeError(f"layers must be a sequence of layer names, got {layers!r}")
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError(f"layers must name at least one of {LAYER_NAMES}, got ()")
+    bad = [s for s in layers if s not in LAYER_NAMES]
+    if bad:
+        raise ValueError(f"layers must be names from {LAYER_NAMES}, got {bad}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must not repeat a layer, got {layers}")
+    return layers
+
+
+def layer_channels(backbone: str, layers: Sequence[str]) -> list[int]:
+    """Channels of each requested layer's output, e.g. ``[512, 1024]`` for WRN50 layer2+3."""
+    table = _CHANNELS[check_backbone(backbone)]
+    return [table[s] for s in check_layers(layers)]
+
+
+def is_checkpoint_path(weights: Any) -> bool:
+    if isinstance(weights, os.PathLike):
+        return True
+    if not isinstance(weights, str):
+        return False
+    return weights.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in weights or Path(weights).exists()
+
+
+def _import_torch():
+    import torch
+    import torchvision  # noqa: F401
+
+    return torch
+
+
+def _extractor_class():
+    torch = _import_torch()
+
+    class _FeatureExtractor(torch.nn.Module):
+        """The stem and ``layer1`` .. the deepest requested layer of a torchvision ResNet.
+
+        ``forward(images [B, 3, H, W]) -> list of [B, C_l, H/s_l, W/s_l]`` in ``layers`` order.
+        """
+
+        def __init__(self, net: Any, layers: tuple[str, ...]):
+            super().__init__()
+            self.layers = layers
+            last = max(LAYER_NAMES.index(s) for s in layers)
+            self.kept = _STEM + LAYER_NAMES[: last + 1]
+            for name in self.kept:
+                self.add_module(name, getattr(net, name))
+
+        def forward(self, images):
+            out = {}
+            x = images
+            for name in self.kept:
+                x = getattr(self, name)(x)
+                if name in self.layers:
+                    out[name] = x
+            return [out[s] for s in self.layers]
+
+    return _FeatureExtractor
+
+
+def _strip_prefix(state: dict) -> dict:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _unwrap(obj: Any, path: str) -> dict:
+    torch = _import_torch()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(
+            f"weights checkpoint {path} must hold a state_dict (name -> tensor), or "
+            f"{{'state_dict': ...}} / {{'model': ...}} wrapping one; got {type(obj).__name__}"
+            + (f" with keys {sorted(obj)[:5]}" if isinstance(obj, dict) else "")
+        )
+    return _strip_prefix(dict(obj))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a local checkpoint into a state_dict (see the module docstring for the formats)."""
+    torch = _import_torch()
+    path = str(path)
+    if not os.path.isfile(path):
+        raise OSError(f"weights checkpoint {path} does not exist (or is not a file)")
+    if path.lower().endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path, device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"weights checkpoint {path} is not a readable safetensors file: {exc}") from exc
+        return _unwrap(state, path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, refused globals, truncated files
+        raise ValueError(
+            f"weights checkpoint {path} could not be read with torch.load(weights_only=True) "
+            f"(only tensors and plain containers are accepted, never arbitrary pickles): {exc}"
+        ) from exc
+    return _unwrap(obj, path)
+
+
+def _few(keys: Sequence[str], n: int = 5) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def load_into(extractor: Any, state: dict, full_keys: set[str], source: str, backbone: str) -> None:
+    """Load ``state`` into the truncated ``extractor``, ignoring keys of dropped modules.
+
+    ``full_keys`` are the keys of the whole architecture: a checkpoint key outside it is
+    unexpected (another architecture), one inside it but outside the extractor is ignored.
+    """
+    own = extractor.state_dict()
+    unexpected = [k for k in state if k not in full_keys]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if unexpected or missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_few(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches (checkpoint vs {backbone}): {_few(mismatched, 3)}")
+        raise ValueError(
+            f"weights {source} do not match backbone {backbone!r}: " + "; ".join(parts)
+            + ". Pick the backbone the checkpoint was trained with (--backbone)."
+        )
+    kept = {k: v for k, v in state.items() if k in own}
+    extractor.load_state_dict(kept, strict=False)
+
+
+def _torchvision_state(backbone: str, name: str) -> dict:
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(backbone)
+        weights = enum[name] if name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = ["DEFAULT"] + [w.name for w in torchvision.models.get_model_weights(backbone)]
+        raise ValueError(
+            f"weights must be a torchvision weights name of {backbone} ({names}), a checkpoint path "
+            f"({'/'.join(CHECKPOINT_SUFFIXES)}) or 'random', got {name!r}"
+        ) from None
+    try:
+        return weights.get_state_dict(progress=True, check_hash=False)
+    except Exception as exc:  # URLError, socket errors, proxies: no network here
+        import torch
+
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise RuntimeError(
+            f"could not load torchvision weights {type(weights).__name__}.{weights.name} for {backbone}: "
+            f"they are not in the torch hub cache ({cache}) and downloading {weights.url} failed "
+            f"({type(exc).__name__}: {exc}). This machine probably has no internet access: download "
+            f"that file elsewhere and either put it in {cache} or pass its path as the weights "
+            f"(--weights /path/to/{os.path.basename(weights.url)})."
+        ) from exc
+
+
+def describe_weights(weights: Any) -> str:
+    if weights is None or weights == RANDOM_WEIGHTS:
+        return RANDOM_WEIGHTS
+    return os.fspath(weights) if is_checkpoint_path(weights) else str(weights)
+
+
+def build_extractor(
+    backbone: str = "wide_resnet50_2",
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    weights: Any = DEFAULT_WEIGHTS,
+    *,
+    seed: int = 0,
+    state_dict: dict | None = None,
+) -> Any:
+    """Build a frozen, truncated ResNet feature extractor (``torch.nn.Module``, CPU, eval).
+
+    Args:
+        backbone: one of :data:`BACKBONES`.
+        layers: layer names to return, in this order (the first sets the patch grid).
+        weights: a torchvision weights name, a checkpoint path, or ``"random"``/``None``.
+        seed: the ``torch.manual_seed`` used for random initialisation.
+        state_dict: when given, load these tensors instead of ``weights`` (used by
+            ``PatchCore.load``); must match the truncated extractor exactly.
+
+    Returns:
+        module with ``forward(images [B, 3, H, W]) -> list of [B, C_l, H_l, W_l]``.
+
+    Example:
+        >>> net = build_extractor("resnet18", ["layer2", "layer3"], "random")  # doctest: +SKIP
+        >>> [f.shape for f in net(torch.zeros(1, 3, 64, 64))]  # [1,128,8,8], [1,256,4,4]
+    """
+    torch = _import_torch()
+    import torchvision
+
+    backbone = check_backbone(backbone)
+    layers = check_layers(layers)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        net = getattr(torchvision.models, backbone)(weights=None)
+    full_keys = set(net.state_dict())
+    extractor = _extractor_class()(net, layers)
+    del net
+    if state_dict is not None:
+        load_into(extractor, _strip_prefix(dict(state_dict)), full_keys, "in the saved model", backbone)
+    elif weights is None or weights == RANDOM_WEIGHTS:
+        msg = (f"PatchCore backbone {backbone} uses RANDOM weights (weights='random'): anomaly "
+               f"scores from untrained features are only meaningful for tests; pass a torchvision "
+               f"weights name such as {DEFAULT_WEIGHTS!r} or a checkpoint path")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        print(f"WARNING: {msg}", file=sys.stderr)
+    elif is_checkpoint_path(weights):
+        path = os.fspath(weights)
+        load_into(extractor, read_checkpoint(path), full_keys, f"checkpoint {path}", backbone)
+    elif isinstance(weights, str):
+        load_into(extractor, _torchvision_state(backbone, weights), full_keys,
+                  f"torchvision {weights}", backbone)
+    else:
+        raise TypeError(f"weights must be a str, a path or None, got {type(weights).__name__}")
+    extractor.eval()
+    for p in extractor.parameters():
+        p.requires_grad_(False)
+    return extractor

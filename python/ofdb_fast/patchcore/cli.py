@@ -1,0 +1,358 @@
+"""``ofdb-fast patchcore fit | predict | evaluate``.
+
+- ``fit --data ROOT [--category C ...] --out DIR``: one model per category in ``DIR/<category>``.
+- ``predict --model DIR IMAGES... --out DIR``: ``scores.csv`` (path, score) and per image the
+  map as ``maps/<i>_<stem>.npy`` and an overlay ``maps/<i>_<stem>.png``.
+- ``evaluate --data ROOT [--category C ...] [--model DIR] --out DIR``: fits on the fly unless
+  ``--model`` (a model dir, or a dir of ``<category>/`` model dirs) is given; prints the
+  per-category table and mean; writes ``results.json``, ``results.csv`` (per category + mean),
+  ``scores.csv`` (per image: category, path, label, defect_type, score) and overlays
+  ``overlays/<category>/{high,low}_<rank>_<type>_<stem>.png`` of the highest- and lowest-scored
+  test images. Timings: fit seconds, scoring ms per image (model compute and image decoding).
+
+Outputs are never overwritten without ``--overwrite``; files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--backbone", default="wide_resnet50_2", help="wide_resnet50_2 | resnet18 | resnet50 | resnet101")
+    a("--layers", default="layer2,layer3", help="comma-separated backbone layers (default layer2,layer3)")
+    a("--weights", default="IMAGENET1K_V1",
+      help="torchvision weights name (IMAGENET1K_V1; needs the file in the torch hub cache or network), "
+           "a checkpoint (.safetensors/.pt/.pth), or 'random' (tests only)")
+    a("--resize", type=int, default=256, help="shorter side before the centre crop (default 256)")
+    a("--imagesize", type=int, default=224, help="centre crop size (default 224)")
+    a("--pretrain-embed-dimension", type=int, default=1024)
+    a("--target-embed-dimension", type=int, default=1024)
+    a("--patch-size", type=int, default=3)
+    a("--num-nn", type=int, default=1, dest="anomaly_scorer_num_nn", help="k of the kNN patch score (default 1)")
+    a("--coreset-percentage", type=float, default=0.1, help="memory bank fraction (default 0.1)")
+    a("--coreset-method", default="approx", help="approx | exact | all (default approx)")
+    a("--reweight", action="store_true", help="the paper's image-score re-weighting (b=3); off by default")
+    a("--sigma", type=float, default=4.0, help="Gaussian smoothing of the maps in pixels (default 4)")
+    a("--seed", type=int, default=0)
+    a("--coreset-backend", default="auto")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--device", default="auto", help="cpu | cuda | auto (default auto)")
+    a("--batch-size", type=int, default=8)
+    a("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    a("--knn-backend", default="auto")
+    a("--aggregate-backend", default="auto")
+    a("--overwrite", action="store_true", help="replace existing outputs")
+    a("--quiet", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("patchcore", help="PatchCore anomaly detection: fit, predict, evaluate",
+                              description="PatchCore (Roth et al. 2022) with the reference's MVTec defaults.")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    sub = p.add_subparsers(dest="patchcore_command", metavar="{fit,predict,evaluate}")
+
+    fit = sub.add_parser("fit", help="fit one model per category on train/good")
+    fit.add_argument("--data", required=True, help="MVTec-layout root or one category directory")
+    fit.add_argument("--category", nargs="*", default=None, help="categories to fit (default all)")
+    fit.add_argument("--out", required=True, help="models are written to OUT/<category>/")
+    _add_model_args(fit)
+    _add_runtime_args(fit)
+    fit.set_defaults(func=run_fit)
+
+    pred = sub.add_parser("predict", help="score images with a saved model")
+    pred.add_argument("--model", required=True, help="a model directory written by fit")
+    pred.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
+    pred.add_argument("--out", required=True, help="output directory")
+    pred.add_argument("--no-png", action="store_true", help="write the maps as .npy only")
+    _add_runtime_args(pred)
+    pred.set_defaults(func=run_predict)
+
+    ev = sub.add_parser("evaluate", help="fit (or load) and evaluate on the test split")
+    ev.add_argument("--data", required=True, help="MVTec-layout root or one category directory")
+    ev.add_argument("--category", nargs="*", default=None, help="categories to evaluate (default all)")
+    ev.add_argument("--model", default=None,
+                    help="saved model dir, or a dir of <category>/ models (default: fit on the fly)")
+    ev.add_argument("--out", required=True, help="output directory for results and overlays")
+    ev.add_argument("--no-masks", action="store_true", help="no ground truth masks: image metrics only")
+    ev.add_argument("--n-overlays", type=int, default=3, help="overlays of the N highest and N lowest scores")
+    ev.add_argument("--save-models", action="store_true", help="also save fitted models to OUT/models/<category>")
+    _add_model_args(ev)
+    _add_runtime_args(ev)
+    ev.set_defaults(func=run_evaluate)
+
+
+# ------------------------------------------------------------------------- helpers
+def _prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OSError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OSError(f"--out {out} is not empty; pass --overwrite to replace its results")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _categories(root: str, wanted: list[str] | None) -> list[str]:
+    from .data import list_categories
+
+    dirs = list_categories(root)
+    if not wanted:
+        return dirs
+    by_name = {Path(d).name: d for d in dirs}
+    unknown = [c for c in wanted if c not in by_name]
+    if unknown:
+        raise ValueError(f"--category {unknown} not found under {root}; available: {sorted(by_name)}")
+    return [by_name[c] for c in wanted]
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        backbone=args.backbone, layers=args.layers.replace(",", " ").split(), weights=args.weights,
+        pretrain_embed_dimension=args.pretrain_embed_dimension, target_embed_dimension=args.target_embed_dimension,
+        patch_size=args.patch_size, anomaly_scorer_num_nn=args.anomaly_scorer_num_nn,
+        coreset_percentage=args.coreset_percentage, coreset_method=args.coreset_method, seed=args.seed,
+        reweight=args.reweight, sigma=args.sigma, resize=args.resize, imagesize=args.imagesize,
+        coreset_backend=args.coreset_backend, **_runtime_kwargs(args))
+
+
+def _runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(device=args.device, batch_size=args.batch_size, knn_backend=args.knn_backend,
+                aggregate_backend=args.aggregate_backend, progress=not args.quiet, num_workers=args.workers)
+
+
+def _preprocess(model):
+    from .data import Preprocess
+
+    c = model.config
+    return Preprocess(resize=c["resize"], imagesize=c["imagesize"], mean=tuple(c["mean"]), std=tuple(c["std"]))
+
+
+def _log(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- fit
+def run_fit(args: argparse.Namespace) -> int:
+    from .data import MVTecDataset
+    from .model import PatchCore
+
+    cats = _categories(args.data, args.category)
+    out = Path(args.out)
+    for cat_dir in cats:  # refuse before any work
+        target = out / Path(cat_dir).name
+        if target.is_dir() and any(target.iterdir()) and not args.overwrite:
+            raise OSError(f"model directory {target} is not empty; pass --overwrite to replace it")
+    for cat_dir in cats:
+        name = Path(cat_dir).name
+        model = PatchCore(**_model_kwargs(args))
+        train = MVTecDataset(cat_dir, "train", _preprocess(model), require_masks=False)
+        _log(args, f"[{name}] fitting on {len(train)} images ({model.device})")
+        model.fit(train)
+        model.fit_info["category"] = name
+        model.save(out / name, overwrite=args.overwrite)
+        info = model.fit_info
+        print(f"{name}: memory bank {info['n_bank']} x {model.config['target_embed_dimension']} from "
+              f"{info['n_patches']} patches in {info['fit_seconds']:.2f} s -> {out / name}")
+    return 0
+
+
+# ------------------------------------------------------------------------ predict
+def _image_paths(items: list[str]) -> list[Path]:
+    from .data import IMAGE_EXTENSIONS
+
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+                           and not q.name.startswith("."))
+            if not found:
+                raise ValueError(f"image directory {p} contains no images ({'/'.join(IMAGE_EXTENSIONS)})")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise OSError(f"image {p} does not exist")
+    return paths
+
+
+def _load_model(directory: str | os.PathLike, args: argparse.Namespace):
+    from .model import CONFIG_FILE, PatchCore
+
+    d = Path(directory)
+    if not (d / CONFIG_FILE).is_file():
+        subs = sorted(s.name for s in d.glob(f"*/{CONFIG_FILE}")) if d.is_dir() else []
+        hint = f"; it holds category models {[Path(s).parent.name for s in subs]}: pick one" if subs else ""
+        raise OSError(f"--model {d} is not a saved PatchCore model (no {CONFIG_FILE}){hint}")
+    return PatchCore.load(d, **_runtime_kwargs(args))
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import load_image
+    from .overlays import save_overlay
+
+    model = _load_model(args.model, args)
+    paths = _image_paths(args.images)
+    out = _prepare_out(args.out, args.overwrite)
+    pre = _preprocess(model)
+    rows = []
+    maps_dir = out / "maps"
+    maps_dir.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    bs = model.batch_size
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(paths), bs), desc="predict", unit="batch", disable=args.quiet, leave=False):
+        chunk = paths[start:start + bs]
+        images = np.stack([load_image(p, pre) for p in chunk])
+        scores, maps = model.predict(images)
+        for j, (p, s, m) in enumerate(zip(chunk, scores, maps)):
+            stem = f"{start + j:05d}_{p.stem}"
+            np.save(maps_dir / f"{stem}.npy", m)
+            if not args.no_png:
+                save_overlay(maps_dir / f"{stem}.png", images[j], None, m, mean=pre.mean, std=pre.std,
+                             vmin=float(m.min()), vmax=float(m.max()))
+            rows.append([str(p), f"{float(s):.8g}", f"maps/{stem}.npy"])
+    seconds = time.perf_counter() - t0
+    _write_text(out / "scores.csv", _csv_text(["path", "score", "map"], rows))
+    print(f"scored {len(paths)} images in {seconds:.2f} s ({1000 * seconds / max(1, len(paths)):.1f} ms/image) "
+          f"-> {out / 'scores.csv'}")
+    return 0
+
+
+# ----------------------------------------------------------------------- evaluate
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+def _write_overlays(out: Path, name: str, res: dict, n: int, pre) -> list[str]:
+    import numpy as np
+
+    from .overlays import save_overlay
+
+    scores = res["scores"]
+    order = np.argsort(-scores, kind="stable")
+    vmin, vmax = float(res["maps"].min()), float(res["maps"].max())
+    picks = [("high", r, i) for r, i in enumerate(order[:n])] + [("low", r, i) for r, i in enumerate(order[::-1][:n])]
+    written = []
+    for kind, rank, i in picks:
+        stem = Path(res["path"][i]).stem
+        path = out / "overlays" / name / f"{kind}_{rank + 1:02d}_{res['defect_type'][i]}_{stem}.png"
+        mask = res["mask"][i] if "mask" in res else None
+        save_overlay(path, res["image"][i], mask, res["maps"][i], mean=pre.mean, std=pre.std, vmin=vmin, vmax=vmax)
+        written.append(str(path.relative_to(out)))
+    return written
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import __version__
+    from .data import MVTecDataset
+    from .metrics import evaluate
+    from .model import CONFIG_FILE, PatchCore
+
+    cats = _categories(args.data, args.category)
+    if args.n_overlays < 0:
+        raise ValueError(f"--n-overlays must be >= 0, got {args.n_overlays}")
+    out = _prepare_out(args.out, args.overwrite)
+    results: dict[str, dict] = {}
+    score_rows = []
+    config = None
+    for cat_dir in cats:
+        name = Path(cat_dir).name
+        if args.model:
+            mdir = Path(args.model)
+            model = _load_model(mdir if (mdir / CONFIG_FILE).is_file() else mdir / name, args)
+            fit_seconds = model.fit_info.get("fit_seconds")
+        else:
+            model = PatchCore(**_model_kwargs(args))
+            train = MVTecDataset(cat_dir, "train", _preprocess(model), require_masks=False)
+            _log(args, f"[{name}] fitting on {len(train)} images ({model.device})")
+            model.fit(train)
+            fit_seconds = model.fit_info["fit_seconds"]
+            if args.save_models:
+                model.fit_info["category"] = name
+                model.save(out / "models" / name, overwrite=args.overwrite)
+        config = model.config
+        test = MVTecDataset(cat_dir, "test", _preprocess(model), require_masks=not args.no_masks)
+        _log(args, f"[{name}] scoring {len(test)} test images")
+        t0 = time.perf_counter()
+        res = model.predict_dataset(test, keep_images=args.n_overlays > 0)
+        total = time.perf_counter() - t0
+        labels = np.asarray(res["label"])
+        if args.no_masks:
+            metrics = evaluate(labels, res["scores"])
+        else:
+            metrics = evaluate(labels, res["scores"], res["mask"], res["maps"])
+        overlays = _write_overlays(out, name, res, args.n_overlays, _preprocess(model)) if args.n_overlays else []
+        n = len(labels)
+        results[name] = {
+            **{k: (float(metrics[k]) if k in metrics else None) for k in METRICS},
+            "n_train": model.fit_info.get("n_train_images"), "n_test": n, "n_defect": int(labels.sum()),
+            "n_bank": int(model.memory_bank.shape[0]), "fit_seconds": fit_seconds,
+            "ms_per_image": 1000.0 * res["seconds"] / max(n, 1),
+            "ms_per_image_with_loading": 1000.0 * total / max(n, 1),
+            "overlays": overlays,
+        }
+        for p, lab, dt, s in zip(res["path"], labels, res["defect_type"], res["scores"]):
+            score_rows.append([name, p, int(lab), dt, f"{float(s):.8g}"])
+        print(f"{name}: " + ", ".join(f"{k} {_fmt(results[name][k])}" for k in METRICS if results[name][k] is not None))
+    mean = {k: (float(np.mean([r[k] for r in results.values()])) if all(r[k] is not None for r in results.values())
+                else None) for k in METRICS}
+    for k in ("fit_seconds", "ms_per_image"):
+        vals = [r[k] for r in results.values() if r[k] is not None]
+        mean[k] = float(np.mean(vals)) if vals else None
+    doc = {"ofdb_fast_version": __version__, "data": str(args.data), "model": args.model, "config": config,
+           "device": model.device, "categories": results, "mean": mean}
+    _write_text(out / "results.json", json.dumps(doc, indent=2) + "\n")
+    cols = list(METRICS) + ["fit_seconds", "ms_per_image"]
+    rows = [[name] + [_fmt(r[c]) for c in cols] + [r["n_test"]] for name, r in results.items()]
+    rows.append(["mean"] + [_fmt(mean[c]) for c in cols] + [sum(r["n_test"] for r in results.values())])
+    _write_text(out / "results.csv", _csv_text(["category"] + cols + ["n_test"], rows))
+    _write_text(out / "scores.csv", _csv_text(["category", "path", "label", "defect_type", "score"], score_rows))
+    widths = [max(len(str(x)) for x in col) for col in zip(["category"] + cols + ["n_test"], *rows)]
+    for line in [["category"] + cols + ["n_test"]] + rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    print(f"results -> {out / 'results.json'}, {out / 'results.csv'}, {out / 'scores.csv'}")
+    return 0

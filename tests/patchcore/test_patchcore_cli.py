@@ -1,0 +1,120 @@
+"""``ofdb-fast patchcore fit | predict | evaluate`` on a tiny synthetic dataset (random resnet18)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ofdb_fast.cli import main
+from ofdb_fast.synth import make_dataset
+
+SMALL = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
+         "--layers", "layer1,layer2", "--pretrain-embed-dimension", "64", "--target-embed-dimension", "64",
+         "--device", "cpu", "--quiet", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "data"
+    make_dataset(root, categories=["weave", "washer"], size=64, n_train=3, n_test_good=2, n_test_defect=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        assert main(["patchcore", "fit", "--data", str(data), "--out", str(out)] + SMALL) == 0
+    return out
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_writes_one_model_per_category(models, capsys):
+    assert sorted(p.name for p in models.iterdir()) == ["washer", "weave"]
+    meta = json.loads((models / "weave" / "config.json").read_text())
+    assert meta["config"]["backbone"] == "resnet18" and meta["fit_info"]["category"] == "weave"
+    assert meta["fit_info"]["n_train_images"] == 3
+
+
+def test_fit_refuses_existing_models(data, models, capsys):
+    code = main(["patchcore", "fit", "--data", str(data), "--category", "weave", "--out", str(models)] + SMALL)
+    assert code == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+
+
+def test_evaluate_with_saved_models(data, models, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["patchcore", "evaluate", "--data", str(data), "--model", str(models), "--out", str(out),
+                 "--n-overlays", "2"] + SMALL)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "instance_auroc" in printed and "mean" in printed
+    doc = json.loads((out / "results.json").read_text())
+    assert sorted(doc["categories"]) == ["washer", "weave"]
+    weave = doc["categories"]["weave"]
+    for key in ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro"):
+        assert 0.0 <= weave[key] <= 1.0
+        assert doc["mean"][key] == pytest.approx((weave[key] + doc["categories"]["washer"][key]) / 2)
+    assert weave["n_test"] == 2 + 4 and weave["n_defect"] == 4 and weave["ms_per_image"] > 0
+    assert weave["fit_seconds"] > 0
+    table = _rows(out / "results.csv")
+    assert [r["category"] for r in table] == ["weave", "washer", "mean"] or \
+        [r["category"] for r in table] == ["washer", "weave", "mean"]
+    scores = _rows(out / "scores.csv")
+    assert len(scores) == 12 and {r["label"] for r in scores} == {"0", "1"}
+    assert all(Path(r["path"]).is_file() for r in scores)
+    pngs = sorted((out / "overlays" / "weave").glob("*.png"))
+    assert len(pngs) == 4 and {p.name.split("_")[0] for p in pngs} == {"high", "low"}
+    from PIL import Image
+
+    assert Image.open(pngs[0]).size == (3 * 64 + 2 * 4, 64)
+    # Refuses to overwrite results.
+    assert main(["patchcore", "evaluate", "--data", str(data), "--model", str(models), "--out", str(out)]
+                + SMALL) == 2
+
+
+def test_evaluate_fit_on_the_fly_without_masks(data, tmp_path):
+    out = tmp_path / "eval"
+    with pytest.warns(UserWarning):
+        code = main(["patchcore", "evaluate", "--data", str(data), "--category", "weave", "--no-masks",
+                     "--out", str(out), "--n-overlays", "0", "--save-models"] + SMALL)
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["categories"]["weave"]["full_pixel_auroc"] is None
+    assert doc["categories"]["weave"]["instance_auroc"] is not None
+    assert (out / "models" / "weave" / "model.safetensors").is_file()
+
+
+def test_predict(data, models, tmp_path):
+    out = tmp_path / "pred"
+    images = sorted((data / "weave" / "test").rglob("*.png"))
+    code = main(["patchcore", "predict", "--model", str(models / "weave"), str(images[0]),
+                 str(data / "weave" / "test" / "good"), "--out", str(out)] + SMALL[-5:])
+    assert code == 0
+    rows = _rows(out / "scores.csv")
+    assert len(rows) == 1 + 2
+    m = np.load(out / rows[0]["map"])
+    assert m.shape == (64, 64) and m.dtype == np.float32 and float(rows[0]["score"]) > 0
+    assert (out / rows[0]["map"]).with_suffix(".png").is_file()
+
+
+def test_user_errors(data, models, tmp_path, capsys):
+    assert main(["patchcore", "fit", "--data", str(data), "--category", "nope", "--out", str(tmp_path / "m")]
+                + SMALL) == 2
+    assert "--category ['nope'] not found" in capsys.readouterr().err
+    assert main(["patchcore", "predict", "--model", str(models), str(data), "--out", str(tmp_path / "p")]) == 2
+    assert "pick one" in capsys.readouterr().err
+    assert main(["patchcore", "predict", "--model", str(models / "weave"), str(tmp_path / "missing.png"),
+                 "--out", str(tmp_path / "p2")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["patchcore", "fit", "--data", str(data), "--out", str(tmp_path / "m2"), "--backbone", "vgg"]) == 2
+    assert "backbone must be one of" in capsys.readouterr().err
+    assert main(["patchcore"]) == 2
