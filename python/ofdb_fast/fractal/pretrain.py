@@ -140,6 +140,11 @@ class Trainer:
         self.world, self.rank, _ = _dist_env()
         if cfg.batch_size < self.world:
             raise ValueError(f"--batch-size must be >= the number of ranks, got {cfg.batch_size} < {self.world}")
+        n, b, w = source.num_samples, cfg.batch_size, self.world
+        sizes = {len(s) for size in {min(b, n), n % b} - {0} for s in torch.arange(size).tensor_split(w)}
+        if 1 in sizes:
+            raise ValueError(f"--batch-size {b} with {n} images and {w} rank(s) gives a batch of 1 image on a rank, "
+                             f"on which BatchNorm cannot train; pick another --batch-size")
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         torch.manual_seed(_seed_for(cfg.seed, 0, 0))  # model init: same on every rank
@@ -223,7 +228,7 @@ class Trainer:
         self.global_step, self.pending = int(st["global_step"]), int(st.get("pending", 0))
         params = dict(self.model.named_parameters())
         for n, g in ckpt.grads.items():
-            params[n].grad = g.to(params[n].device)
+            params[n].grad = torch.empty_like(params[n]).copy_(g)  # keeps the parameter's memory format
         if "torch_cpu" in ckpt.rng:
             torch.set_rng_state(ckpt.rng["torch_cpu"])
         if "torch_cuda" in ckpt.rng and self.device.type == "cuda":
@@ -394,26 +399,26 @@ def _versions() -> dict:
 
 # ----------------------------------------------------------------------------- CLI
 def _open_source(args, device):
-    """The data source the flags name (--data folder, or --ifs-params/--num-systems on the fly)."""
-    from .sources import ImageFolderSource, IfsDatasetSpec, IfsSource
+    """The data source the flags name: --data FOLDER, or --on-the-fly with generate's flags."""
+    from .sources import ImageFolderSource, IfsSource
 
+    max_bytes = int(args.max_resident_gb * (1 << 30))
     if args.data and args.on_the_fly:
         raise ValueError("--data and --on-the-fly are exclusive: pick one source")
     if args.data:
-        return ImageFolderSource.open(args.data, device, max_resident_bytes=int(args.max_resident_gb * (1 << 30)),
-                                      num_workers=args.workers)
+        return ImageFolderSource.open(args.data, device, max_resident_bytes=max_bytes, num_workers=args.workers)
     if not args.on_the_fly:
         raise ValueError("pass --data DIR (a folder from `ofdb-fast generate`) or --on-the-fly")
-    try:
-        from .ifs import sample_systems
-    except ImportError as exc:
-        raise RuntimeError(f"--on-the-fly needs ofdb_fast.fractal.ifs.sample_systems, which this build lacks ({exc})")
-    params = sample_systems(args.num_systems, seed=args.ifs_seed)
-    spec = IfsDatasetSpec(params.systems, params.n_maps, args.num_classes, args.per_class, args.size,
-                          args.render_seed)
-    src = IfsSource(spec, device)
-    n_bytes = spec.num_samples * spec.size * spec.size * 3
-    return src.to_resident() if n_bytes <= args.max_resident_gb * (1 << 30) else src
+    from .dataset import GenerateOptions, validate_options
+
+    opts = GenerateOptions(param_file=args.param_file, num_systems=args.num_systems, num_class=args.num_class,
+                           per_class=args.per_class, size=args.size, remove_jitter=args.remove_jitter,
+                           n_points=args.n_points, seed=args.gen_seed, min_n=args.min_n, max_n=args.max_n,
+                           bval=args.bval)
+    validate_options(opts)
+    src = IfsSource.from_generate_options(opts, device)
+    n_bytes = src.num_samples * opts.size * opts.size * 3
+    return src.to_resident() if n_bytes <= max_bytes else src
 
 
 def _prepare_out(out: str, overwrite: bool, resume: str | None) -> None:
@@ -480,12 +485,18 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     data.add_argument("--data", help="ImageFolder written by `ofdb-fast generate` (class order: lexicographic)")
     data.add_argument("--on-the-fly", action="store_true",
                       help="render the dataset in memory with ifs_render (same mapping/seed as generate)")
-    data.add_argument("--num-systems", type=int, default=50000, help="systems sampled for --on-the-fly")
-    data.add_argument("--num-classes", type=int, default=1000)
-    data.add_argument("--per-class", type=int, default=1)
-    data.add_argument("--size", type=int, default=512, help="rendered image side for --on-the-fly")
-    data.add_argument("--ifs-seed", type=int, default=0, help="system-sampling seed for --on-the-fly")
-    data.add_argument("--render-seed", type=int, default=0, help="render seed for --on-the-fly")
+    g = data.add_argument  # generate's flags (both spellings), so its command line carries over
+    g("--param-file", "--param_file", dest="param_file", default="", help="systems file (.pkl/.npz), as generate")
+    g("--num-systems", "--num_systems", dest="num_systems", type=int, default=50_000)
+    g("--num-class", "--num_class", dest="num_class", type=int, default=1000)
+    g("--per-class", "--per_class", dest="per_class", type=int, default=1)
+    g("--size", type=int, default=512, help="rendered image side")
+    g("--remove-jitter", "--remove_jitter", dest="remove_jitter", action="store_true")
+    g("--n-points", "--n_points", dest="n_points", type=int, default=100_000)
+    g("--gen-seed", dest="gen_seed", type=int, default=0, help="generate's --seed (systems and images)")
+    g("--min-n", "--min_n", dest="min_n", type=int, default=2)
+    g("--max-n", "--max_n", dest="max_n", type=int, default=4)
+    g("--bval", type=float, default=1.0)
     data.add_argument("--max-resident-gb", type=float, default=4.0,
                       help="keep the decoded/rendered set on the device up to this size, else stream it")
     data.add_argument("--workers", type=int, default=4, help="decode threads / DataLoader workers")

@@ -9,21 +9,17 @@ Both sources hand the trainer ``uint8`` ``[b, H, W, 3]`` images on the training 
   Small sets are decoded once into one tensor resident on the device (1,000 x 512^2 x 3 B =
   786 MB); above ``max_resident_bytes`` each batch is decoded by a DataLoader instead.
 * :class:`IfsSource`: renders the same images in memory with the ``ifs_render`` op (``cuda``
-  backend for a CUDA device, ``cpu`` otherwise), with the dataset mapping of ``generate``:
-  global index ``i`` -> folder label ``i // P`` and system ``int(i // (C * P / S))`` computed
-  in float (the reference's quirk; 1k OFDB-4AD uses systems 0, 49, 99, ...), render seed =
-  the dataset seed and image id = ``i``. With the same systems and seed both sources give
-  identical pixels (PNG is lossless) and identical labels.
-
-The mapping is implemented here (:func:`system_index`, :func:`folder_label`); it mirrors the
-reference and must stay equal to ``generate``'s (``fractal/dataset.py``) when that lands.
+  backend for a CUDA device, ``cpu`` otherwise) using ``generate``'s own code for the
+  mapping (``dataset.class_system_index``: folder ``i // P``, system ``int(i // (C*P/S))`` in
+  float) and the systems (``dataset.load_systems``), render seed = ``generate --seed``, image
+  id = ``i``. With the same options both sources give identical pixels (PNG is lossless) and
+  identical labels.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -31,16 +27,6 @@ DEFAULT_MAX_RESIDENT_BYTES = 4 << 30
 
 
 # ----------------------------------------------------------------------------- mapping
-def system_index(i: int, num_classes: int, per_class: int, num_systems: int) -> int:
-    """System used by global sample ``i``: ``int(i // (C * P / S))`` in float, as the reference."""
-    return int(float(i) // (num_classes * per_class / num_systems))
-
-
-def folder_label(i: int, per_class: int) -> int:
-    """Folder (class directory) number of global sample ``i``."""
-    return i // per_class
-
-
 def lexicographic_rank(num_classes: int) -> list[int]:
     """``rank[k]``: ImageFolder's label for folder ``str(k)`` (folders sorted as strings)."""
     order = sorted(range(num_classes), key=str)
@@ -48,11 +34,6 @@ def lexicographic_rank(num_classes: int) -> list[int]:
     for r, k in enumerate(order):
         rank[k] = r
     return rank
-
-
-def image_relpath(i: int, per_class: int) -> str:
-    """``{label}/image_{i:0{len(str(P))}d}.png``: the generate/reference file name of sample ``i``."""
-    return f"{folder_label(i, per_class)}/image_{i:0{len(str(per_class))}d}.png"
 
 
 # ----------------------------------------------------------------------------- base
@@ -202,90 +183,106 @@ class ImageFolderSource(Source):
 RenderFn = Callable[..., object]
 
 
-@dataclass(frozen=True)
-class IfsDatasetSpec:
-    """The dataset ``generate`` writes: ``num_classes`` x ``per_class`` images of ``size``^2
-    from ``systems`` (``[S, K, 2, 3]`` float64) / ``n_maps`` (``[S]``), render seed ``seed``."""
-
-    systems: object
-    n_maps: object
-    num_classes: int
-    per_class: int
-    size: int
-    seed: int
-
-    def __post_init__(self):
-        s = int(self.systems.shape[0])
-        if self.num_classes < 1 or self.per_class < 1:
-            raise ValueError(f"num_classes and per_class must be >= 1, got {self.num_classes}, {self.per_class}")
-        if system_index(self.num_classes * self.per_class - 1, self.num_classes, self.per_class, s) >= s:
-            raise ValueError(f"num_systems must be large enough for the mapping, got {s}")
-
-    @property
-    def num_samples(self) -> int:
-        return self.num_classes * self.per_class
-
-
 def default_render_fn(device) -> RenderFn:
-    """``ifs_render`` with the backend of ``device`` (``cuda`` on GPU, ``cpu`` otherwise)."""
+    """``ifs_render`` with the backend of ``device`` (``cuda`` on GPU, ``cpu`` otherwise);
+    the NumPy reference when this build has no ``ofdb_fast.ops.ifs_render`` (CPU only)."""
     import torch
 
+    dev = torch.device(device)
     try:
         from ..ops.ifs_render import ifs_render
     except ImportError as exc:
-        raise RuntimeError(
-            "the on-the-fly source needs the ifs_render op (ofdb_fast.ops.ifs_render), which this build lacks; "
-            f"use --data with a folder written by `ofdb-fast generate` ({exc})"
-        ) from exc
-    backend = "cuda" if torch.device(device).type == "cuda" else "cpu"
+        if dev.type == "cuda":
+            raise RuntimeError(
+                "the on-the-fly source on CUDA needs the ifs_render op (ofdb_fast.ops.ifs_render), which this build "
+                f"lacks; use --data with a folder written by `ofdb-fast generate` ({exc})"
+            ) from exc
+        from ..reference.ifs_render import ifs_render as reference_render
 
-    def render(systems, n_maps, *, size, seed, image_ids):
-        return ifs_render(systems, n_maps, size=size, seed=seed, image_ids=image_ids, backend=backend)
+        def render(systems, n_maps, *, size, seed, image_ids, config):
+            return reference_render(systems, n_maps, size=size, seed=seed, image_ids=image_ids, config=config)
+
+        return render
+    backend = "cuda" if dev.type == "cuda" else "cpu"
+
+    def render(systems, n_maps, *, size, seed, image_ids, config):
+        return ifs_render(systems, n_maps, size=size, seed=seed, image_ids=image_ids, config=config,
+                          backend=backend)
 
     return render
 
 
 class IfsSource(Source):
-    """Images rendered in memory from IFS systems with the ``generate`` mapping.
+    """Images rendered in memory from IFS systems, exactly as ``ofdb-fast generate`` renders them.
 
-    ``render_fn(systems [b,K,2,3], n_maps [b], *, size, seed, image_ids [b]) -> uint8 [b,H,W,3]``
-    (default: :func:`default_render_fn`). With ``resident=True`` all images are rendered once
-    (in chunks of ``chunk``) into a device tensor; otherwise each batch is rendered when needed.
+    Args:
+        systems: ``[S', K, 2, 3]`` float64, the systems the dataset uses.
+        n_maps: ``[S']`` maps per system.
+        rows: ``[N]`` row of ``systems`` used by each global sample.
+        folder_labels: ``[N]`` class folder number of each sample (``i // P``).
+        size: image side. seed: render seed (``generate --seed``). config: ``RenderConfig``.
+        device: where images are produced and kept.
+        render_fn: ``(systems, n_maps, *, size, seed, image_ids, config) -> uint8 [b,H,W,3]``
+            (default :func:`default_render_fn`).
+        chunk: images per render call when building a resident copy.
     """
 
-    def __init__(self, spec: IfsDatasetSpec, device, *, render_fn: RenderFn | None = None, chunk: int = 256):
+    def __init__(self, systems, n_maps, rows, folder_labels, *, size: int, seed: int, config=None, device="cpu",
+                 render_fn: RenderFn | None = None, chunk: int = 256):
+        import numpy as np
         import torch
 
-        self.spec = spec
+        self.systems = np.ascontiguousarray(systems, dtype=np.float64)
+        self.n_maps = np.ascontiguousarray(n_maps, dtype=np.int64)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        folder = np.asarray(folder_labels, dtype=np.int64)
         self.device = torch.device(device)
         self.render_fn = render_fn or default_render_fn(self.device)
-        self.chunk = chunk
-        rank = lexicographic_rank(spec.num_classes)
-        self.classes = sorted((str(k) for k in range(spec.num_classes)))
-        n = spec.num_samples
-        self.num_samples = n
-        self.labels = torch.tensor([rank[folder_label(i, spec.per_class)] for i in range(n)], dtype=torch.int64)
-        self.sys_idx = torch.tensor(
-            [system_index(i, spec.num_classes, spec.per_class, int(spec.systems.shape[0])) for i in range(n)],
-            dtype=torch.int64,
-        )
-        self.image_shape = (spec.size, spec.size)
+        self.size, self.seed, self.config, self.chunk = size, seed, config, chunk
+        num_classes = int(folder.max()) + 1
+        if sorted(set(folder.tolist())) != list(range(num_classes)):
+            raise ValueError(f"folder_labels must cover 0..C-1, got {sorted(set(folder.tolist()))[:8]}")
+        rank = np.asarray(lexicographic_rank(num_classes), dtype=np.int64)
+        self.classes = sorted(str(k) for k in range(num_classes))
+        self.num_samples = int(self.rows.shape[0])
+        self.labels = torch.from_numpy(rank[folder])
+        self.image_shape = (size, size)
+
+    @classmethod
+    def from_generate_options(cls, opts, device, *, render_fn: RenderFn | None = None, chunk: int = 256):
+        """The dataset ``generate`` would write for ``opts`` (a ``dataset.GenerateOptions``):
+        same mapping (``class_system_index``), systems (``load_systems``), seed and render flags."""
+        import numpy as np
+
+        from .dataset import class_system_index, load_systems
+
+        try:
+            from ..ops.ifs_render import RenderConfig
+        except ImportError:
+            from ..reference.ifs_render import RenderConfig
+
+        if opts.dataset_type != "fractals":
+            raise ValueError(f"--on-the-fly supports dataset_type fractals only, got {opts.dataset_type!r}")
+        folder, sys_idx = class_system_index(opts.num_class, opts.per_class, opts.num_systems)
+        used = np.unique(sys_idx)
+        params = load_systems(opts, used)
+        config = RenderConfig(n_points=opts.n_points, jitter=not opts.remove_jitter, background=opts.background)
+        return cls(params.systems, params.n_maps, np.searchsorted(used, sys_idx), folder, size=opts.size,
+                   seed=opts.seed, config=config, device=device, render_fn=render_fn, chunk=chunk)
 
     def render(self, indices):
         """``uint8`` ``[b, size, size, 3]`` on the source device for global indices ``[b]``."""
         import numpy as np
         import torch
 
-        idx = indices.cpu()
-        sys_idx = self.sys_idx[idx].numpy()
-        systems = np.ascontiguousarray(np.asarray(self.spec.systems)[sys_idx], dtype=np.float64)
-        n_maps = np.ascontiguousarray(np.asarray(self.spec.n_maps)[sys_idx])
-        ids = idx.numpy().astype(np.int64)
-        if self.device.type == "cuda":
-            systems, n_maps, ids = (torch.from_numpy(a).to(self.device) for a in (systems, n_maps, ids))
-        out = self.render_fn(systems, n_maps, size=self.spec.size, seed=self.spec.seed, image_ids=ids)
-        out = torch.as_tensor(out)
-        return out.to(self.device)
+        ids = indices.cpu().numpy().astype(np.int64)
+        rows = self.rows[ids]
+        args = (np.ascontiguousarray(self.systems[rows]), np.ascontiguousarray(self.n_maps[rows]), ids)
+        if self.device.type == "cuda":  # ops never copy across devices: do it here, explicitly
+            args = tuple(torch.as_tensor(a, device=self.device) for a in args)
+        out = self.render_fn(args[0], args[1], size=(self.size, self.size), seed=self.seed, image_ids=args[2],
+                             config=self.config)
+        return torch.as_tensor(out).to(self.device)
 
     def to_resident(self) -> ResidentSource:
         """Render every image once into a resident tensor (the OFDB case: 1,000 images)."""
@@ -300,8 +297,7 @@ class IfsSource(Source):
             yield self.render(idx).to(device), self.labels[idx.cpu()].to(device)
 
     def _info(self) -> dict:
-        s = self.spec
-        return {"num_systems": int(s.systems.shape[0]), "per_class": s.per_class, "size": s.size, "seed": s.seed}
+        return {"on_the_fly": True, "size": self.size, "seed": self.seed}
 
     def describe(self) -> dict:
         return {**super().describe(), **self._info(), "resident": False}
