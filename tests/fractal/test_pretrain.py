@@ -361,3 +361,56 @@ def test_cli_on_the_fly(tmp_path):
                        "500", "--epochs", "1", "--out", out]) == 0
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["source"]["on_the_fly"] is True and cfg["source"]["num_classes"] == 4
+
+
+# ----------------------------------------------------------------------------- DDP (gloo, CPU)
+def _ddp_worker(rank, world, port, out, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        t = pt.Trainer(_cfg(crop_size=24, batch_size=4, mix_prob=0.8), _resident(8, size=24), out, "cpu",
+                       progress=False)
+        t.fit(max_steps=3)
+        torch.save({k: v for k, v in t.model.state_dict().items()}, os.path.join(result_dir, f"w{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # ~20 s on the 2-core CI machine: two spawned interpreters import torch
+def test_ddp_two_ranks_gloo(tmp_path):
+    """torchrun-style env, 2 CPU ranks: identical weights on both, rank 0 alone writes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(2, port, str(out), str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "w0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "w1.pt", weights_only=True)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0 if "running" not in k and "num_batches" not in k)
+    assert not torch.equal(w0["bn1.running_mean"], w1["bn1.running_mean"])  # per-rank BN stats (no SyncBN)
+    ckpt = ck.load_checkpoint(out / "last.safetensors")
+    assert ckpt.state["world_size"] == 2 and ckpt.state["global_step"] == 3
+    assert len(open(out / "metrics.jsonl").read().splitlines()) == 3  # one writer
+
+
+@pytest.mark.cuda
+def test_cuda_training_steps(tmp_path):
+    src = ResidentSource(torch.from_numpy(_textures(8, 40)).cuda(), torch.arange(8).cuda(),
+                         [str(k) for k in range(8)])
+    t = pt.Trainer(_cfg(crop_size=32, mix_prob=0.8), src, str(tmp_path), "cuda", progress=False)
+    assert t.autocast_dtype == torch.bfloat16
+    t.fit(max_steps=4)
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    t2 = pt.Trainer(_cfg(crop_size=32, mix_prob=0.8), src, str(tmp_path), "cuda", progress=False)
+    t2.load(str(tmp_path / "last.safetensors"))
+    assert t2.global_step == 4

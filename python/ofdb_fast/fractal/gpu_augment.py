@@ -262,16 +262,17 @@ def aa_groups(policy_id, probs, signs, height, width):
         ``[slot0_groups, slot1_groups]``, each a dict ``(op_name, magnitude) -> [sample ids]``.
     """
     table = _magnitude_table(height, width)
+    pid, pr, sg = policy_id.tolist(), probs.tolist(), signs.tolist()  # plain lists: no per-item tensor access
     out = []
     for slot in range(2):
         groups: dict = {}
-        for b in range(int(policy_id.shape[0])):
-            op_name, p, mag_id = IMAGENET_POLICY[int(policy_id[b])][slot]
-            if not float(probs[b, slot]) <= p:
+        for b in range(len(pid)):
+            op_name, p, mag_id = IMAGENET_POLICY[pid[b]][slot]
+            if not pr[b][slot] <= p:
                 continue
             mags, signed = table[op_name]
             mag = mags[mag_id] if mag_id is not None else 0.0
-            if signed and not bool(signs[b, slot]):
+            if signed and not sg[b][slot]:
                 mag = -mag
             groups.setdefault((op_name, mag), []).append(b)
         out.append(groups)

@@ -459,6 +459,10 @@ def run(args: argparse.Namespace) -> int:
         unknown = set(merged) - {f.name for f in fields(TrainConfig)}
         if unknown:
             raise ValueError(f"--resume {args.resume} has unknown config keys {sorted(unknown)}")
+        ignored = sorted(k for k, v in asdict(cfg).items() if k in saved and saved[k] != v and k not in _RUNTIME_FIELDS)
+        if ignored and rank == 0:
+            print(f"ofdb-fast pretrain: --resume keeps the checkpoint's {', '.join(ignored)} "
+                  f"(flags given differ)", file=sys.stderr)
         cfg = TrainConfig(**merged)
     cfg.validate()
     if rank == 0:
