@@ -77,6 +77,11 @@ OFDB_HD float fsub(float a, float b) { return a - b; }
 OFDB_HD float ffma(float a, float b, float c) { return std::fma(a, b, c); }
 #endif
 
+// rng::uniform with the reference's rounding on every backend (no fma contraction on device).
+OFDB_HD double uniform(uint64_t key, uint64_t counter, double lo, double hi) {
+  return dadd(lo, dmul(dsub(hi, lo), rng::u01(key, counter)));
+}
+
 OFDB_HD bool finite(double v) { return v - v == 0.0; }  // false for inf and NaN
 
 // Largest singular value of [[a, b], [c, d]].
@@ -97,7 +102,7 @@ OFDB_HD void prepare_system(const RenderParams& p, const double* in, int n, uint
     const uint64_t key = rng::stream_key(p.seed, rng::kStreamJitter, image_id);
     for (int t = 0; t < p.jitter_tries; ++t) {
       const int k = static_cast<int>(rng::below(key, 2 * static_cast<uint64_t>(t), static_cast<uint32_t>(n)));
-      const double factor = rng::uniform(key, 2 * static_cast<uint64_t>(t) + 1, p.jitter_lo, p.jitter_hi);
+      const double factor = uniform(key, 2 * static_cast<uint64_t>(t) + 1, p.jitter_lo, p.jitter_hi);
       bool ok = true;
       for (int j = 0; j < n; ++j) {
         const double* r = in + 6 * j;
@@ -155,13 +160,13 @@ OFDB_HD void apply_window(const RenderParams& p, uint64_t aug_key, double* box) 
   double cx = ddiv(dadd(box[0], box[2]), 2.0), cy = ddiv(dadd(box[1], box[3]), 2.0);
   if (p.translate != 0.0) {
     const double t = p.translate;
-    cx = dadd(cx, dmul(ex, rng::uniform(aug_key, kAugTranslate, -t, t)));
-    cy = dadd(cy, dmul(ey, rng::uniform(aug_key, kAugTranslate + 1, -t, t)));
+    cx = dadd(cx, dmul(ex, uniform(aug_key, kAugTranslate, -t, t)));
+    cy = dadd(cy, dmul(ey, uniform(aug_key, kAugTranslate + 1, -t, t)));
   }
   double hx, hy;
   if (p.scale) {
-    hx = ddiv(dmul(ex, rng::uniform(aug_key, kAugScale, p.scale_lo, p.scale_hi)), 2.0);
-    hy = ddiv(dmul(ey, rng::uniform(aug_key, kAugScale + 1, p.scale_lo, p.scale_hi)), 2.0);
+    hx = ddiv(dmul(ex, uniform(aug_key, kAugScale, p.scale_lo, p.scale_hi)), 2.0);
+    hy = ddiv(dmul(ey, uniform(aug_key, kAugScale + 1, p.scale_lo, p.scale_hi)), 2.0);
   } else {
     hx = ddiv(ex, 2.0);
     hy = ddiv(ey, 2.0);
@@ -179,33 +184,36 @@ OFDB_HD double pixel_scale(double lo, double hi, int size) {
   return ddiv(static_cast<double>(size - 1), span);
 }
 
-// 256-entry RGB table for 8-bit HSV (H, sat, val), OpenCV's vectorised uint8 HSV2RGB (see
-// reference hsv_lut): float32, trunc(h), sector wrap, fused 1 - s*f, trunc(x * 255).
-OFDB_HD void hsv_lut(int sat, int val, uint8_t* lut /* [256 * 3] */) {
+// RGB of 8-bit HSV (H, sat, val), OpenCV's vectorised uint8 HSV2RGB (see reference hsv_lut):
+// float32, trunc(h), sector wrap, fused 1 - s*f, trunc(x * 255).
+OFDB_HD void hsv_entry(int H, int sat, int val, uint8_t* rgb /* [3] */) {
   const float one = 1.0f;
   const float hscale = 6.0f / 180.0f;
   const float inv255 = 1.0f / 255.0f;
   const float s = fmul(static_cast<float>(sat), inv255);
   const float v = fmul(static_cast<float>(val), inv255);
-  for (int H = 0; H < 256; ++H) {
-    const float h = fmul(static_cast<float>(H), hscale);
-    const float pre = truncf(h);
-    const float f = fsub(h, pre);
-    const float sector_f = fsub(pre, fmul(truncf(fmul(pre, 1.0f / 6.0f)), 6.0f));
-    const int sector = static_cast<int>(sector_f);
-    float tab[4];
-    tab[0] = v;
-    tab[1] = fmul(v, fsub(one, s));
-    tab[2] = fmul(v, ffma(-s, f, one));
-    tab[3] = fmul(v, ffma(-s, fsub(one, f), one));
-    // (r, g, b) indices into tab per sector (OpenCV's table lists (b, g, r)).
-    const int idx[6][3] = {{0, 3, 1}, {2, 0, 1}, {1, 0, 3}, {1, 2, 0}, {3, 1, 0}, {0, 1, 2}};
-    for (int ch = 0; ch < 3; ++ch) {
-      float x = truncf(fmul(tab[idx[sector][ch]], 255.0f));
-      x = x < 0.0f ? 0.0f : (x > 255.0f ? 255.0f : x);
-      lut[3 * H + ch] = static_cast<uint8_t>(x);
-    }
+  const float h = fmul(static_cast<float>(H), hscale);
+  const float pre = truncf(h);
+  const float f = fsub(h, pre);
+  const float sector_f = fsub(pre, fmul(truncf(fmul(pre, 1.0f / 6.0f)), 6.0f));
+  const int sector = static_cast<int>(sector_f);
+  float tab[4];
+  tab[0] = v;
+  tab[1] = fmul(v, fsub(one, s));
+  tab[2] = fmul(v, ffma(-s, f, one));
+  tab[3] = fmul(v, ffma(-s, fsub(one, f), one));
+  // (r, g, b) indices into tab per sector (OpenCV's table lists (b, g, r)).
+  const int idx[6][3] = {{0, 3, 1}, {2, 0, 1}, {1, 0, 3}, {1, 2, 0}, {3, 1, 0}, {0, 1, 2}};
+  for (int ch = 0; ch < 3; ++ch) {
+    float x = truncf(fmul(tab[idx[sector][ch]], 255.0f));
+    x = x < 0.0f ? 0.0f : (x > 255.0f ? 255.0f : x);
+    rgb[ch] = static_cast<uint8_t>(x);
   }
+}
+
+// 256-entry table of hsv_entry for H = 0..255.
+OFDB_HD void hsv_lut(int sat, int val, uint8_t* lut /* [256 * 3] */) {
+  for (int H = 0; H < 256; ++H) hsv_entry(H, sat, val, lut + 3 * H);
 }
 
 // Per-image colour draws: hue shift, saturation and value (uint8, truncated).
@@ -217,8 +225,8 @@ struct ColorDraws {
 OFDB_HD ColorDraws color_draws(uint64_t aug_key) {
   ColorDraws c;
   c.hue_shift = dmul(rng::u01(aug_key, kAugHue), 255.0);
-  c.sat = static_cast<int>(dmul(rng::uniform(aug_key, kAugSat, 0.3, 1.0), 255.0));
-  c.val = static_cast<int>(dmul(rng::uniform(aug_key, kAugVal, 0.5, 1.0), 255.0));
+  c.sat = static_cast<int>(dmul(uniform(aug_key, kAugSat, 0.3, 1.0), 255.0));
+  c.val = static_cast<int>(dmul(uniform(aug_key, kAugVal, 0.5, 1.0), 255.0));
   return c;
 }
 

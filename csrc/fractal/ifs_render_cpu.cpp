@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "fractal/ifs_render.h"
@@ -120,9 +121,28 @@ inline bool box_block(Lane& L, int64_t i0, int cnt, const double* xs, const doub
   return true;
 }
 
+// Grow-only uninitialised buffer (std::vector would zero-fill megabytes per call).
+template <class T>
+struct Buffer {
+  std::unique_ptr<T[]> ptr;
+  size_t size = 0;
+  T* ensure(size_t n) {
+    if (n > size) {
+      ptr.reset(new T[n]);
+      size = n;
+    }
+    return ptr.get();
+  }
+  void release() {
+    ptr.reset();
+    size = 0;
+  }
+};
+
+// Per-thread scratch, kept across calls (OpenMP threads persist) unless it grew large.
 struct Scratch {
-  std::vector<double> xs, ys;  // [kLanes * n] when storing
-  std::vector<int32_t> hist;   // [H * W]
+  Buffer<double> xs, ys;       // [kLanes * n] when storing, else [kLanes * kBlock]
+  Buffer<int32_t> hist;        // [H * W]
   std::vector<double> rows;    // 3 horizontally blurred rows [3 * W * 3]
   std::vector<uint16_t> hue_of;  // lut entry per hit count [max + 1] (256: black)
   std::vector<uint8_t> row_nz;  // output row has a non-black pixel [H]
@@ -245,36 +265,37 @@ void finish_image(const RenderParams& p, uint64_t aug_key, const int32_t* hist, 
   row_nz.assign(static_cast<size_t>(H), 0);
   const int64_t cstride = tr ? W : 1;  // hist step along an output row (transposed: down a column)
   const int64_t rstride = tr ? 1 : W;
+  // Packed RGB per lut entry: a pixel is one 4-byte store (the 4th byte is overwritten by the
+  // next pixel; the last pixel of a row is stored bytewise).
+  uint32_t rgb32[257];
+  for (int h = 0; h < 257; ++h)
+    rgb32[h] = lut[3 * h] | (static_cast<uint32_t>(lut[3 * h + 1]) << 8) | (static_cast<uint32_t>(lut[3 * h + 2]) << 16);
+  const uint16_t* hue_tab = tabulated ? hue_of.data() : nullptr;
+  uint8_t* nz = row_nz.data();
   for (int i = 0; i < H; ++i) {
     const int i1 = ud ? H - 1 - i : i;
     const int32_t* src = hist + i1 * rstride + (lr ? (W - 1) * cstride : 0);
     const int64_t step = lr ? -cstride : cstride;
     uint8_t* orow = out + static_cast<int64_t>(i) * W * 3;
     int32_t any = 0;
-    if (tabulated) {
-      for (int j = 0; j < W; ++j) {
-        const int32_t n = src[j * step];
-        any |= n;
-        const uint8_t* c = lut + 3 * hue_of[n];
-        orow[3 * j] = c[0];
-        orow[3 * j + 1] = c[1];
-        orow[3 * j + 2] = c[2];
-      }
-    } else {
-      for (int j = 0; j < W; ++j) {
-        const int32_t n = src[j * step];
-        any |= n;
-        const uint8_t* c = lut + 3 * (n > 0 ? hue_index(n, max_count, hue_shift) : 256);
-        orow[3 * j] = c[0];
-        orow[3 * j + 1] = c[1];
-        orow[3 * j + 2] = c[2];
+    for (int j = 0; j < W; ++j) {
+      const int32_t n = src[j * step];
+      any |= n;
+      const int h = tabulated ? hue_tab[n] : (n > 0 ? hue_index(n, max_count, hue_shift) : 256);
+      const uint32_t v = rgb32[h];
+      if (j + 1 < W) {
+        std::memcpy(orow + 3 * j, &v, 4);
+      } else {
+        orow[3 * j] = static_cast<uint8_t>(v);
+        orow[3 * j + 1] = static_cast<uint8_t>(v >> 8);
+        orow[3 * j + 2] = static_cast<uint8_t>(v >> 16);
       }
     }
-    row_nz[i] = any != 0;
+    nz[i] = any != 0;
   }
   if (p.blur && rng::u01(aug_key, kAugBlur) > 0.5) {
     double k0, k1;
-    blur_weights(rng::uniform(aug_key, kAugSigma, p.blur_lo, p.blur_hi), &k0, &k1);
+    blur_weights(uniform(aug_key, kAugSigma, p.blur_lo, p.blur_hi), &k0, &k1);
     blur_image(out, H, W, k0, k1, row_nz, scratch.rows);
   }
 }
@@ -304,10 +325,8 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
   }
   const bool store = N <= kStoreLimit;
   const int64_t stride = store ? N : kBlock;  // per-lane storage: all points, or one block
-  scratch.xs.resize(static_cast<size_t>(G) * stride);
-  scratch.ys.resize(static_cast<size_t>(G) * stride);
-  double* xs = scratch.xs.data();
-  double* ys = scratch.ys.data();
+  double* xs = scratch.xs.ensure(static_cast<size_t>(G) * stride);
+  double* ys = scratch.ys.ensure(static_cast<size_t>(G) * stride);
   auto dest = [&](int l, int64_t i0, double** px, double** py) {
     *px = xs + l * stride + (store ? i0 : 0);
     *py = ys + l * stride + (store ? i0 : 0);
@@ -337,8 +356,7 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
     if (p.counts_only) {
       hist = counts + b * n_pix;
     } else {
-      scratch.hist.resize(static_cast<size_t>(n_pix));
-      hist = scratch.hist.data();
+      hist = scratch.hist.ensure(static_cast<size_t>(n_pix));
     }
     std::memset(hist, 0, sizeof(int32_t) * n_pix);
     const Lane& L = lanes[l];
@@ -372,7 +390,7 @@ void ifs_render_cpu(const RenderParams& p, const double* systems, const int64_t*
   const int64_t n_groups = (p.n_images + kLanes - 1) / kLanes;
 #pragma omp parallel
   {
-    Scratch scratch;
+    static thread_local Scratch scratch;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t g = 0; g < n_groups; ++g) {
       const int64_t b0 = g * kLanes;
@@ -384,6 +402,12 @@ void ifs_render_cpu(const RenderParams& p, const double* systems, const int64_t*
         default: render_group<1>(p, systems, n_maps, image_ids, probs, b0, counts, rgb, scratch); break;
       }
     }
+    constexpr size_t kKeepBytes = size_t(64) << 20;  // do not hold more than this between calls
+    if (scratch.xs.size * sizeof(double) * 2 > kKeepBytes) {
+      scratch.xs.release();
+      scratch.ys.release();
+    }
+    if (scratch.hist.size * sizeof(int32_t) > kKeepBytes) scratch.hist.release();
   }
 }
 

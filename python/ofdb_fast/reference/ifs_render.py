@@ -29,7 +29,9 @@ Per image b (id ``image_ids[b]``), following fractals.md a.2-a.4 (F4AD ``IFSGene
 4. Window: tight bounding box of the kept points. If ``translate != 0`` or ``scale`` is set:
    extent ``E``, centre ``C = (min + max) / 2``, ``C += E * U(-translate, translate)`` (AUGMENT counters
    0, 1 for x, y), half-extent ``E * U(scale) / 2`` (counters 2, 3) or ``E / 2``; window ``C -+ half``.
-   With both disabled the tight box is used as is (so the extremes land on row/col ``size - 1``).
+   With both disabled the tight box is used as is: the minimum lands on row/col 0, the maximum on
+   ``size - 1`` (or ``size - 2`` when ``span * ((size - 1) / span)`` rounds below ``size - 1``, as
+   in the reference).
 5. Raster: ``row = trunc((x - x_lo) * (H - 1) / span_x)``, ``col = trunc((y - y_lo) * (W - 1) / span_y)``
    (x -> row, y -> column; ``span <= 0`` -> 1); a point lands iff ``0 <= row < H`` and ``0 <= col < W``
    (tested in floating point before the cast: ``-1 < v < H``; NaN never lands). Patch (``config.patch``):
