@@ -225,6 +225,22 @@ def test_unwritable_dataset_dir_fails_cleanly(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
+def test_render_errors_surface_before_any_file(tmp_path, capsys):
+    assert _run(tmp_path / "ds", "--n_points", str(1 << 28)) == 2  # above ifs_render's MAX_POINTS
+    assert "n_points" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unavailable_backend_is_a_clear_error(tmp_path, capsys):
+    from ofdb_fast._dispatch import unavailable_reason
+
+    if unavailable_reason("cuda") is None:
+        pytest.skip("cuda is available here")
+    assert _run(tmp_path / "ds", "--backend", "cuda") == 2
+    assert "backend 'cuda' is not available" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
 def test_dataset_dir_that_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_bytes(b"x")
     assert _run(tmp_path / "f") == 2

@@ -70,6 +70,7 @@ def test_refuses_existing_file_without_overwrite(tmp_path, capsys):
     (["--beta_min", "3", "--beta_max", "7"], r"--beta_max must be in \[0, 3 \* --min_n = 6\]"),
     (["--beta_min", "4", "--beta_max", "3"], r"--beta_max must be >= --beta_min \(4.0\), got 3.0"),
     (["--min_n", "1"], "--beta_min/--beta_max must be given when --min_n is 1"),
+    (["--seed", "-3"], r"--seed must be in \[0, 2\*\*64\), got -3"),
     (["--save_path", "x.csv"], "--save_path must end in .pkl .* or .npz"),
     (["--save_path", "/nonexistent-dir-ofdb/x.pkl"], "--save_path directory /nonexistent-dir-ofdb does not exist"),
 ])

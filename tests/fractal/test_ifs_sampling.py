@@ -243,6 +243,8 @@ def test_ifs_probabilities():
     ({"beta": (1.0, 7.0)}, r"beta must be \(lo, hi\) with 0 <= lo, hi <= 3 \* min_n = 6"),
     ({"min_n": 1}, r"beta must be given when min_n = 1: the default beta \(3, 3.5\)"),
     ({"rng": "mt19937"}, "rng must be one of"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*64\)"),
+    ({"seed": 1.5}, r"seed must be an integer in \[0, 2\*\*64\), got 1.5"),
     ({"start": -2}, "start must be an integer >= 0"),
     ({"rng": "pcg64", "start": 5}, "start must be 0 with rng='pcg64'"),
 ])

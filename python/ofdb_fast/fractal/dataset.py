@@ -464,20 +464,41 @@ class _Renderer:
             blocks = [np.searchsorted(self.used, self.blocks[label]) for label in labels]
             return np.asarray(render_multi_fractals(self.params, blocks, image_ids, size=opts.size, seed=opts.seed,
                                                     backend=self.backend, n_points=opts.n_points))
-        from ..ops.ifs_render import RenderConfig, ifs_render
-
         rows = np.searchsorted(self.used, systems)
-        config = RenderConfig(n_points=opts.n_points, jitter=not opts.remove_jitter, background=opts.background)
-        args = (self.params.systems[rows], self.params.n_maps[rows], image_ids)
-        if self.backend == "cuda":  # ops never copy across devices; do it here, explicitly
-            import torch
+        return render_fractals(opts, self.params.systems[rows], self.params.n_maps[rows], image_ids, self.backend)
 
-            args = tuple(torch.as_tensor(np.ascontiguousarray(a), device="cuda") for a in args)
-        images = ifs_render(args[0], args[1], size=(opts.size, opts.size), seed=opts.seed, image_ids=args[2],
-                            config=config, backend=self.backend)
-        if self.backend == "cuda":
-            images = images.cpu().numpy()
-        return np.asarray(images)
+
+def render_fractals(opts: GenerateOptions, systems: np.ndarray, n_maps: np.ndarray, image_ids: np.ndarray,
+                    backend: str) -> np.ndarray:
+    """``ifs_render`` with the dataset's settings; host arrays in and out on every backend.
+
+    Args:
+        systems: ``[B, K, 2, 3]`` float64; n_maps: ``[B]``; image_ids: ``[B]`` global indices.
+
+    Returns:
+        ``uint8 [B, size, size, 3]``.
+    """
+    from ..ops.ifs_render import RenderConfig, ifs_render
+
+    config = RenderConfig(n_points=opts.n_points, jitter=not opts.remove_jitter, background=opts.background)
+    args = (systems, n_maps, image_ids)
+    if backend == "cuda":  # ops never copy across devices; do it here, explicitly
+        import torch
+
+        args = tuple(torch.as_tensor(np.ascontiguousarray(a), device="cuda") for a in args)
+    images = ifs_render(args[0], args[1], size=(opts.size, opts.size), seed=opts.seed, image_ids=args[2],
+                        config=config, backend=backend)
+    if backend == "cuda":
+        images = images.cpu().numpy()
+    return np.asarray(images)
+
+
+def _preflight(opts: GenerateOptions, backend: str) -> None:
+    """Surface render errors (unsupported option, unavailable backend) before any file is written."""
+    if opts.dataset_type == "fractals":
+        render_fractals(opts, np.zeros((0, 1, 2, 3)), np.zeros(0, np.int64), np.zeros(0, np.int64), backend)
+    else:
+        from . import multi  # noqa: F401
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -503,6 +524,7 @@ def generate(opts: GenerateOptions) -> GenerateResult:
     start = time.perf_counter()
     validate_options(opts)
     backend = _resolve_backend(opts.backend)
+    _preflight(opts, backend)
     manifest = build_manifest(opts, backend)
     prepare_directory(opts, manifest)
     plan = _plan(opts)

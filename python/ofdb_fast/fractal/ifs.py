@@ -261,7 +261,9 @@ def _counter_group(keys: np.ndarray, n: int, beta, bval: float, constrain: bool)
     return _compose(w[:, :n], svs, w[:, n:], trans)
 
 
-def _check_args(num_systems, min_n, max_n, bval, beta, rng, start) -> None:
+def _check_args(num_systems, min_n, max_n, bval, beta, rng, start, seed) -> None:
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     if int(num_systems) != num_systems or num_systems < 0:
         raise ValueError(f"num_systems must be an integer >= 0, got {num_systems!r}")
     if int(min_n) != min_n or min_n < 1:
@@ -309,7 +311,7 @@ def sample_systems(num_systems: int, *, min_n: int = 2, max_n: int = 4, bval: fl
         >>> p.systems.shape, sorted(set(p.n_maps.tolist()))
         ((1000, 4, 2, 3), [2, 3, 4])
     """
-    _check_args(num_systems, min_n, max_n, bval, beta, rng, start)
+    _check_args(num_systems, min_n, max_n, bval, beta, rng, start, seed)
     num_systems, min_n, max_n, start = int(num_systems), int(min_n), int(max_n), int(start)
     bval = float(bval)
     beta = None if beta is None else (float(beta[0]), float(beta[1]))

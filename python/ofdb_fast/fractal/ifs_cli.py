@@ -49,6 +49,8 @@ def _check(args: argparse.Namespace) -> tuple[float, float] | None:
         raise ValueError(f"--max_n must be >= --min_n ({args.min_n}), got {args.max_n}")
     if not (args.bval > 0 and args.bval != float("inf")):
         raise ValueError(f"--bval must be a finite number > 0, got {args.bval}")
+    if not 0 <= args.seed < 2**64:
+        raise ValueError(f"--seed must be in [0, 2**64), got {args.seed}")
     if (args.beta_min is None) != (args.beta_max is None):
         given = "--beta_min" if args.beta_max is None else "--beta_max"
         raise ValueError(f"--beta_min and --beta_max must be given together, got only {given}")

@@ -229,15 +229,17 @@ def _load_pkl(path: str) -> IFSParams:
         except Exception as exc:  # UnpicklingError, EOFError, truncated data, bad arguments, ...
             raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("params"), (list, tuple)):
+        keys = f" with keys {sorted(map(str, obj))}" if isinstance(obj, dict) else ""
         raise ValueError(f"{path}: expected a dict with a 'params' list (fractal4AD layout), "
-                         f"got {type(obj).__name__}" + (f" with keys {sorted(map(str, obj))}" if isinstance(obj, dict) else ""))
+                         f"got {type(obj).__name__}{keys}")
     hparams = obj.get("hparams", {})
     if not isinstance(hparams, dict):
         raise ValueError(f"{path}: 'hparams' must be a dict, got {type(hparams).__name__}")
     systems = []
     for i, entry in enumerate(obj["params"]):
         if not isinstance(entry, dict) or "system" not in entry:
-            raise ValueError(f"{path}: params[{i}] must be a dict with a 'system' array, got {type(entry).__name__}")
+            raise ValueError(f"{path}: params[{i}] must be a dict with a 'system' array, "
+                             f"got {type(entry).__name__}")
         try:
             system = np.asarray(entry["system"], dtype=np.float64)
         except (TypeError, ValueError) as exc:

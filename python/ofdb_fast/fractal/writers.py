@@ -11,11 +11,14 @@ Conventions:
   byte-identical to a single-machine run).
 
 PNG encoding: fractal images are ~88% black, so zlib's run-length strategy (``Z_RLE``) with
-filter type 0 on every row is the fastest encoder we measured that still compresses well
-(512x512 OFDB-like image, one core of the 2-core CI VM: this encoder 2.1-2.3 ms and 85 KB;
-zlib default strategy level 1: 2.4-2.5 ms, 66 KB; PIL ``compress_level=1`` 6.1 ms, 79 KB;
-PIL default (the reference) 9.9 ms, 74 KB; cv2 level 1 RLE 6.0 ms, 92 KB; Huffman-only
-5.2-9.0 ms, 175 KB). ``zlib`` releases the GIL while compressing, so a thread pool scales.
+filter type 0 on every row is the fastest encoder we measured that still compresses well.
+Per 512x512 image, one core of the (busy) 2-core CI VM, on a synthetic OFDB-like image: this
+encoder 2.1-2.3 ms / 85 KB; zlib default strategy level 1 2.4-2.5 ms / 66 KB; PIL
+``compress_level=1`` 6.1 ms / 79 KB; PIL default (the reference's) 9.9 ms / 74 KB; cv2 level 1
+RLE 6.0 ms / 92 KB; Huffman-only 5.2-9.0 ms / 175 KB. On 64 real ``ifs_render`` images (CPU
+time): Z_RLE memLevel 8 1.80 ms / 72.3 KB, memLevel 9 2.04 ms / 72.3 KB, memLevel 7 1.75 ms /
+72.4 KB, default strategy 2.1-2.4 ms / 67 KB. ``zlib`` releases the GIL while compressing, so a
+thread pool scales across cores.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def encode_png(image: np.ndarray, level: int = 1, strategy: int = zlib.Z_RLE) ->
     raw = np.empty((height, width * channels + 1), np.uint8)
     raw[:, 0] = 0
     raw[:, 1:] = image.reshape(height, width * channels)
-    compressor = zlib.compressobj(int(level), zlib.DEFLATED, 15, 9, strategy)
+    compressor = zlib.compressobj(int(level), zlib.DEFLATED, 15, 8, strategy)
     idat = compressor.compress(raw) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
