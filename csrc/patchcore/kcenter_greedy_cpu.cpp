@@ -7,7 +7,7 @@
 // float64 (O(N * P) instead of O(N^2 * P); serial sums, so deterministic).
 //
 // Parallel mapping of the loop: ONE parallel region for all n_select iterations; each thread owns a
-// fixed contiguous block of rows (which stays in its core's cache) and, per iteration, does one fused
+// fixed contiguous block of rows (cached by its core when it fits) and, per iteration, does one fused
 // pass over it: distance to the current centre, running min of the score (and of the covering distance
 // when the radius is requested), and its block's argmax (strict '>' while scanning up, so the lowest
 // index of a tie). Threads publish (value, index) in a slot, meet at one barrier, and every thread
@@ -32,37 +32,71 @@ constexpr int kLanes = 16;
 // Below this many rows per thread the barrier costs more than the work.
 constexpr int64_t kMinRowsPerThread = 4096;
 
-// Two 8-wide GCC/Clang vector registers make the 16 lanes (plain C++ loops over a float[16] did not
-// stay in registers); unaligned loads go through memcpy.
-typedef float Vec8 __attribute__((vector_size(32)));
+// The 16 lanes are one GCC/Clang vector (a zmm register with AVX-512, two ymm otherwise; plain C++
+// loops over a float[16] did not stay in registers); unaligned loads go through memcpy.
+typedef float Vec16 __attribute__((vector_size(64)));
 
-inline Vec8 load8(const float* p) {
-  Vec8 v;
+inline Vec16 load16(const float* p) {
+  Vec16 v;
   __builtin_memcpy(&v, p, sizeof(v));
   return v;
 }
 
+typedef float Vec8 __attribute__((vector_size(32)));
+typedef float Vec4 __attribute__((vector_size(16)));
+
+// Fixed tree over the lanes, in registers: (l, l + 8), then (l, l + 4), (l, l + 2), (l, l + 1).
+inline float lane_sum(const Vec16& v) {
+  Vec8 lo, hi;
+  __builtin_memcpy(&lo, &v, sizeof(lo));
+  __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  const Vec8 s8 = lo + hi;
+  Vec4 a, b;
+  __builtin_memcpy(&a, &s8, sizeof(a));
+  __builtin_memcpy(&b, reinterpret_cast<const char*>(&s8) + sizeof(a), sizeof(b));
+  const Vec4 s4 = a + b;
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
 inline float squared_distance(const float* a, const float* b, int64_t width) {
-  Vec8 lo = {0, 0, 0, 0, 0, 0, 0, 0}, hi = lo;
+  Vec16 sum = {};
   int64_t c = 0;
   for (; c + kLanes <= width; c += kLanes) {
-    const Vec8 t0 = load8(a + c) - load8(b + c);
-    const Vec8 t1 = load8(a + c + 8) - load8(b + c + 8);
-    lo += t0 * t0;
-    hi += t1 * t1;
+    const Vec16 t = load16(a + c) - load16(b + c);
+    sum += t * t;
   }
-  float acc[kLanes];
-  __builtin_memcpy(acc, &lo, sizeof(lo));
-  __builtin_memcpy(acc + 8, &hi, sizeof(hi));
-  for (int l = 0; c + l < width; ++l) {
-    const float t = a[c + l] - b[c + l];
-    acc[l] += t * t;
+  if (c < width) {  // tail: element c + l goes to lane l, as if the row were zero-padded
+    float tail[kLanes] = {0.0f};
+    for (int l = 0; c + l < width; ++l) tail[l] = a[c + l] - b[c + l];
+    const Vec16 t = load16(tail);
+    sum += t * t;
   }
-  for (int w = kLanes / 2; w > 0; w /= 2) {
-    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-  }
-  return acc[0];
+  return lane_sum(sum);
 }
+
+// Rows of kChunks * 16 floats: the centre is copied into registers once per pass (stores to the
+// score would otherwise force a reload per row). Same arithmetic as squared_distance.
+template <int kChunks>
+struct FixedWidth {
+  Vec16 centre[kChunks];
+  explicit FixedWidth(const float* c) {
+    for (int k = 0; k < kChunks; ++k) centre[k] = load16(c + k * kLanes);
+  }
+  float operator()(const float* row) const {
+    Vec16 sum = {};
+    for (int k = 0; k < kChunks; ++k) {
+      const Vec16 t = load16(row + k * kLanes) - centre[k];
+      sum += t * t;
+    }
+    return lane_sum(sum);
+  }
+};
+
+struct AnyWidth {
+  const float* centre;
+  int64_t width;
+  float operator()(const float* row) const { return squared_distance(row, centre, width); }
+};
 
 struct alignas(64) Slot {  // one cache line per thread: no false sharing
   float best;
@@ -72,6 +106,30 @@ struct alignas(64) Slot {  // one cache line per thread: no false sharing
 
 // True when (v, i) beats (best, best_i): larger value, or equal value and lower index.
 inline bool beats(float v, int64_t i, float best, int64_t best_i) { return v > best || (v == best && i < best_i); }
+
+// One fused pass over rows [lo, hi): d = distance to the centre, score = min(score, d), cover =
+// min(cover, d) when tracked; returns the rows' argmax (lowest index on ties) and cover max.
+template <class Dist>
+inline Slot scan(const Dist& dist, const float* z, int64_t width, int64_t lo, int64_t hi, float* score, float* cov) {
+  float best = -1.0f;  // scores are >= 0
+  int64_t best_i = std::numeric_limits<int64_t>::max();
+  float cover_max = 0.0f;
+  for (int64_t j = lo; j < hi; ++j) {
+    const float d = std::sqrt(dist(z + j * width));
+    const float s = std::min(score[j], d);
+    score[j] = s;
+    if (s > best) {
+      best = s;
+      best_i = j;
+    }
+    if (cov != nullptr) {
+      const float v = std::min(cov[j], d);
+      cov[j] = v;
+      cover_max = std::max(cover_max, v);
+    }
+  }
+  return Slot{best, best_i, cover_max};
+}
 
 int loop_threads(int64_t n) {
 #ifdef _OPENMP
@@ -163,25 +221,17 @@ void greedy_loop(const float* z, int64_t n, int64_t width, float* score, int64_t
     for (int64_t t = 0; t < n_select; ++t) {
       if (tid == 0) indices[t] = centre;
       const float* c = z + centre * width;
-      float best = -1.0f;  // scores are >= 0
-      int64_t best_i = std::numeric_limits<int64_t>::max();
-      float cover_max = 0.0f;
-      for (int64_t j = lo; j < hi; ++j) {
-        const float d = std::sqrt(squared_distance(z + j * width, c, width));
-        const float s = std::min(score[j], d);
-        score[j] = s;
-        if (s > best) {
-          best = s;
-          best_i = j;
-        }
-        if (cov != nullptr) {
-          const float v = std::min(cov[j], d);
-          cov[j] = v;
-          cover_max = std::max(cover_max, v);
-        }
+      Slot mine_now;
+      switch (width) {
+        case 16: mine_now = scan(FixedWidth<1>(c), z, width, lo, hi, score, cov); break;
+        case 32: mine_now = scan(FixedWidth<2>(c), z, width, lo, hi, score, cov); break;
+        case 64: mine_now = scan(FixedWidth<4>(c), z, width, lo, hi, score, cov); break;
+        case 128: mine_now = scan(FixedWidth<8>(c), z, width, lo, hi, score, cov); break;
+        case 256: mine_now = scan(FixedWidth<16>(c), z, width, lo, hi, score, cov); break;
+        default: mine_now = scan(AnyWidth{c, width}, z, width, lo, hi, score, cov); break;
       }
       Slot* mine = slots.data() + (t & 1) * nt;
-      mine[tid] = Slot{best, best_i, cover_max};
+      mine[tid] = mine_now;
 #pragma omp barrier
       Slot win = mine[0];
       for (int u = 1; u < nt; ++u) {

@@ -1,9 +1,9 @@
 // knn_score: exact k nearest neighbours by squared L2 distance (CPU, OpenMP).
 //
 // Math: d(q, b) = |q|^2 - 2 q.b + |b|^2, clamped at 0 (the faiss IndexFlatL2 expansion).
-// Numerics: dot products accumulate in the input type T over vector lanes (8 or 16 floats) (then a
-// fixed pairwise lane reduction); norms accumulate in double; the expansion is evaluated in
-// double and rounded to float once. So float32 input means float32 dot products (error about
+// Numerics: dot products accumulate in the input type T over vector lanes (4, 8 or 16 floats
+// with SSE/NEON, AVX, AVX-512), then a fixed pairwise lane reduction; norms accumulate in
+// double; the expansion is evaluated in double and rounded to float once. So float32 input means float32 dot products (error about
 // 1e-7 * |q| |b| * sqrt(D / lanes)), float64 input means float64 throughout. FMA where the
 // target has it.
 // Tie-breaking: every (query, bank row) pair is computed by the same instruction sequence, so

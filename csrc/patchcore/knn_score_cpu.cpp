@@ -1,6 +1,7 @@
 // knn_score on the CPU: blocked |q|^2 - 2 q.b + |b|^2 with a per-query sorted top-k.
 //
-// Parallel mapping: one OpenMP task per block of kQueryBlock queries (dynamic schedule).
+// Parallel mapping: one OpenMP task per block of up to kQueryBlock queries (dynamic schedule;
+// blocks shrink, down to one register tile, so that every thread gets about two of them).
 // Inside a block, the bank is walked in blocks of kBankBlock rows (kept in L2); each bank
 // block is multiplied against the query block in register tiles of kQueryTile x kBankTile
 // dot products, then every query's top-k is updated from the block's distances in bank
@@ -14,7 +15,11 @@
 #include <limits>
 #include <vector>
 
-#if defined(__FMA__) && defined(__AVX__)
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -33,11 +38,13 @@ constexpr int kQueryTile = 4;
 constexpr int kBankTile = 2;
 #endif
 
-// GCC/Clang vector extensions, one hardware register wide (64 bytes with AVX-512, else 32).
+// GCC/Clang vector extensions, one hardware register wide (64 bytes with AVX-512, 32 with AVX).
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
-#else
+#elif defined(__AVX__)
 constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;  // SSE2 / NEON
 #endif
 template <typename T>
 struct Vec {
@@ -154,7 +161,15 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
 #pragma omp parallel for schedule(static)
   for (int64_t j = 0; j < n_bank; ++j) bank_norm[j] = squared_norm(bank + j * dim, dim);
 
-  const int64_t n_blocks = (n_queries + kQueryBlock - 1) / kQueryBlock;
+#ifdef _OPENMP
+  const int64_t n_threads = omp_get_max_threads();
+#else
+  const int64_t n_threads = 1;
+#endif
+  // Big blocks re-read the bank less often; small ones keep every thread busy when Q is small.
+  int64_t block = (n_queries + 2 * n_threads - 1) / (2 * n_threads);
+  block = std::clamp<int64_t>((block + kQueryTile - 1) / kQueryTile * kQueryTile, kQueryTile, kQueryBlock);
+  const int64_t n_blocks = (n_queries + block - 1) / block;
 #pragma omp parallel
   {
     std::vector<float> dist(kQueryBlock * kBankBlock);
@@ -162,8 +177,8 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
     int64_t count[kQueryBlock];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t blk = 0; blk < n_blocks; ++blk) {
-      const int64_t q0 = blk * kQueryBlock;
-      const int64_t nq = std::min(kQueryBlock, n_queries - q0);
+      const int64_t q0 = blk * block;
+      const int64_t nq = std::min(block, n_queries - q0);
       for (int64_t i = 0; i < nq; ++i) {
         query_norm[i] = squared_norm(queries + (q0 + i) * dim, dim);
         count[i] = 0;

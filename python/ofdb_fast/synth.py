@@ -145,11 +145,11 @@ def _weave(rng: np.random.Generator, size: int) -> _Scene:
     across_warp, across_weft = np.sin(np.pi * fu) ** 0.7, np.sin(np.pi * fv) ** 0.7
     warp = across_warp * (0.75 + 0.25 * np.sin(np.pi * fv))  # dives under at the cell ends
     weft = across_weft * (0.75 + 0.25 * np.sin(np.pi * fu))
-    fibres = 0.05 * _blur(rng.standard_normal((size, size)), 0.6)
-    level = np.where(warp_on_top, 0.25 + 0.65 * warp, 0.22 + 0.62 * weft) + fibres
+    fibres = 0.03 * _blur(rng.standard_normal((size, size)), 0.6)
+    level = 0.42 + 0.42 * np.where(warp_on_top, warp, weft) + fibres
     level *= _lighting(rng, size, yy, xx, 0.12) * rng.uniform(0.93, 1.07)
     level += 0.03 * _noise(rng, size, 4)
-    color = np.where(warp_on_top[..., None], [0.86, 0.78, 0.62], [0.80, 0.73, 0.60])
+    color = np.where(warp_on_top[..., None], [0.85, 0.77, 0.62], [0.82, 0.75, 0.61])
     img = np.clip(level[..., None] * color, 0, 1)
     return _Scene(img, np.ones((size, size), bool))
 
@@ -280,15 +280,15 @@ def _stain(rng, scene, size):
     s = size / 128.0
     yy, xx = _grid(size)
     c = _pick(rng, scene, int(12 * s))
-    radius = rng.uniform(5, 10) * s
+    radius = rng.uniform(6, 11) * s
     aspect, rot = rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)
     dy, dx = yy - c[0], xx - c[1]
     d = np.hypot((-dx * np.sin(rot) + dy * np.cos(rot)) / aspect, dx * np.cos(rot) + dy * np.sin(rot))
     field = 1 - d / radius + 0.45 * _noise(rng, size, max(4, size // 10))
     alpha = _smoothstep(0.0, 0.35, field) * (0.65 + 0.35 * _noise(rng, size, max(4, size // 6)).clip(-1, 1))
     alpha = np.clip(alpha, 0, 1) * (d < 2.2 * radius)
-    tint = np.array([0.72, 0.58, 0.40]) if rng.uniform() < 0.6 else np.array([0.55, 0.56, 0.62])
-    k = rng.uniform(0.55, 0.85)
+    tint = np.array([0.62, 0.47, 0.30]) if rng.uniform() < 0.6 else np.array([0.48, 0.49, 0.55])
+    k = rng.uniform(0.65, 0.9)
     a = (alpha * k)[..., None]
     return scene.image * (1 - a + a * tint), alpha
 
@@ -301,12 +301,12 @@ def _contamination(rng, scene, size):
     if rng.uniform() < 0.5:  # a fibre
         pts = _curve(rng, c, rng.uniform(20, 40) * s, 0.5, wiggle=rng.uniform(1, 3) * s)
         dist, _ = _distance_to(pts, size, 4)
-        alpha = np.clip(1 - np.maximum(dist - 0.45 * s, 0) / 0.8, 0, 1) * rng.uniform(0.7, 0.95)
+        alpha = np.clip(1 - np.maximum(dist - 0.6 * s, 0) / 0.8, 0, 1) * rng.uniform(0.7, 0.95)
     else:  # specks of dirt
         alpha = np.zeros((size, size))
         for _ in range(rng.integers(4, 11)):
             p = c + rng.normal(0, 4 * s, 2)
-            r = rng.uniform(0.6, 1.6) * s
+            r = rng.uniform(0.8, 1.9) * s
             alpha = np.maximum(alpha, _smoothstep(r + 0.8, r - 0.4, np.hypot(yy - p[0], xx - p[1])))
         alpha *= rng.uniform(0.75, 0.95)
     a = alpha[..., None]

@@ -120,6 +120,19 @@ def test_reference_hand_computed():
     np.testing.assert_allclose(out[0], [0.5, 5 / 3], rtol=1e-7)
 
 
+def test_tap_tables_are_averages():
+    # Every output is a mean of means: its tap weights over all layers sum to 1.
+    pytest.importorskip("triton")
+    from ofdb_fast.triton.patch_aggregate import tap_tables
+
+    for channels, pretrain, target in [((512, 1024), 1024, 1024), ((5, 7, 1), 13, 40), ((2,), 30, 7)]:
+        totals = np.zeros(target)
+        for t_lo, t_hi, channel, offset, weight in tap_tables(channels, 3, pretrain, target):
+            totals[t_lo:t_hi] += weight.astype(np.float64).sum(axis=1)
+            assert (offset < 9).all() and (weight >= 0).all()
+        np.testing.assert_allclose(totals, 1.0, rtol=1e-6)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch(backend):
     out = patch_aggregate([np.zeros((0, 2, 3, 3), np.float32)], pretrain_embed_dimension=4,

@@ -118,3 +118,24 @@ def test_user_errors(data, models, tmp_path, capsys):
     assert main(["patchcore", "fit", "--data", str(data), "--out", str(tmp_path / "m2"), "--backbone", "vgg"]) == 2
     assert "backbone must be one of" in capsys.readouterr().err
     assert main(["patchcore"]) == 2
+
+
+def test_overlay_panel_layout():
+    from ofdb_fast.patchcore.overlays import GAP, colorize, overlay_panel
+
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    image = np.zeros((3, 6, 5), np.float32)  # de-normalises to grey 0.5 -> 128
+    mask = np.zeros((6, 5), bool)
+    mask[2:5, 1:4] = True
+    amap = np.linspace(0, 1, 30, dtype=np.float32).reshape(6, 5)
+    panel = overlay_panel(image, mask, amap, mean=mean, std=std, vmin=0.0, vmax=1.0)
+    assert panel.shape == (6, 3 * 5 + 2 * GAP, 3) and panel.dtype == np.uint8
+    assert np.all(panel[:, :5] == 128)
+    assert np.array_equal(panel[:, 5 + GAP: 10 + GAP, 0] == 255, mask)
+    assert np.array_equal(panel[3, 2 * (5 + GAP) + 2], np.round(0.5 * 128 + 0.5 * colorize(amap, 0, 1)[3, 2]))
+    ends = colorize(np.array([[-1.0, 0.0, 1.0, 2.0]]), 0.0, 1.0)[0]
+    assert np.array_equal(ends[0], ends[1]) and np.array_equal(ends[2], ends[3])  # clipped
+    assert not np.array_equal(ends[1], ends[2])
+    assert np.all(colorize(np.ones((2, 2)), 1.0, 1.0) == colorize(np.zeros((1, 1)), 0.0, 1.0)[0, 0])
+    with pytest.raises(ValueError, match="amap must have the image's size"):
+        overlay_panel(image, None, amap[:5], mean=mean, std=std, vmin=0.0, vmax=1.0)

@@ -4,7 +4,7 @@ The category is drawn here: a striped texture with noise (random orientation and
 image) and, on defect images, a green disk (radius 4-7 px) whose mask is the ground truth.
 The backbone is resnet18 with RANDOM weights at imagesize 64, using layer1+layer2 (at 64 px
 layer2+layer3 give a 4x4 layer3 grid and random deep features localise poorly: measured image
-AUROC 0.67 vs 1.0 with layer1+layer2 on this data).
+AUROC 0.67 vs 1.0 with layer1+layer2 on an 8-training-image version of this data).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _save(a: np.ndarray, path: Path) -> None:
     Image.fromarray(np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
-def make_blob_category(root: Path, seed: int = 0, n_train: int = 8, n_good: int = 4, n_defect: int = 6) -> Path:
+def make_blob_category(root: Path, seed: int = 0, n_train: int = 16, n_good: int = 4, n_defect: int = 6) -> Path:
     rng = np.random.default_rng(seed)
     cat = root / "blobs"
     for i in range(n_train):
@@ -87,6 +87,8 @@ def results(fitted, category, pre):
 def test_defects_ranked_and_localised(fitted, results):
     labels = np.asarray(results["label"])
     metrics = evaluate(labels, results["scores"], results["mask"], results["maps"])
+    # Measured (2-core CPU) over dataset seeds 0-4: instance AUROC 1.0, full pixel AUROC >= 0.985,
+    # 6/6 maxima inside the defect (with 8 training images seed 0 dropped to 0.917: keep 16).
     assert metrics["instance_auroc"] >= 0.9, metrics
     assert metrics["full_pixel_auroc"] >= 0.9, metrics
     # The map's maximum falls inside the (2 px dilated) defect for most defect images.
@@ -95,10 +97,10 @@ def test_defects_ranked_and_localised(fitted, results):
         y, x = np.unravel_index(np.argmax(results["maps"][i]), results["maps"][i].shape)
         inside += bool(results["mask"][i][max(0, y - 2):y + 3, max(0, x - 2):x + 3].any())
     assert inside >= labels.sum() - 1, inside
-    assert fitted.fit_info["n_train_images"] == 8
-    assert fitted.fit_info["n_patches"] == 8 * 16 * 16  # layer1 grid at 64 px: 16x16
-    assert fitted.fit_info["n_bank"] == int(8 * 16 * 16 * 0.1)
-    assert tuple(fitted.memory_bank.shape) == (204, 256)
+    assert fitted.fit_info["n_train_images"] == 16
+    assert fitted.fit_info["n_patches"] == 16 * 16 * 16  # layer1 grid at 64 px: 16x16
+    assert fitted.fit_info["n_bank"] == int(16 * 16 * 16 * 0.1)
+    assert tuple(fitted.memory_bank.shape) == (409, 256)
 
 
 def test_predict_types_shapes_and_consistency(fitted, results):
@@ -123,7 +125,7 @@ def test_save_load_roundtrip(fitted, results, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [CONFIG_FILE, TENSORS_FILE]
     meta = json.loads((out / CONFIG_FILE).read_text())
     assert meta["format_version"] == FORMAT_VERSION and meta["backbone_saved"] is True
-    assert meta["config"]["weights"] == "random" and meta["memory_bank_shape"] == [204, 256]
+    assert meta["config"]["weights"] == "random" and meta["memory_bank_shape"] == [409, 256]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a saved random backbone is loaded, not re-drawn: no warning
         loaded = PatchCore.load(out, device="cpu")
@@ -188,7 +190,9 @@ def test_load_validation(fitted, tmp_path):
 
 def test_fit_is_deterministic_and_reweight_shrinks_scores(category, pre, fitted, results):
     images = np.stack(results["image"])
-    again = _new_model().fit(MVTecDataset(category, "train", pre))
+    # A plain list of dicts goes through torch's DataLoader instead of MVTecDataset.batches().
+    train = MVTecDataset(category, "train", pre)
+    again = _new_model().fit([{"image": train[i]["image"]} for i in range(len(train))])
     torch.testing.assert_close(again.memory_bank, fitted.memory_bank, rtol=0, atol=0)
     rew = _new_model(reweight=True)
     rew.memory_bank, rew.feature_grid = fitted.memory_bank, fitted.feature_grid
@@ -226,3 +230,32 @@ def test_bad_inputs(fitted):
         _new_model(device="tpu")
     with pytest.raises(ValueError, match="fit needs at least one training image"):
         _new_model().fit(np.zeros((0, 3, 64, 64), np.float32))
+
+
+def test_torchvision_weights_are_reloaded_by_name_not_saved(fitted, results, tmp_path, monkeypatch):
+    import copy
+
+    import torchvision
+
+    # Pretend the fitted random backbone came from torchvision's IMAGENET1K_V1: the save must
+    # hold only the memory bank, and the load must fetch the weights by name (patched here;
+    # this machine has no network).
+    model = copy.copy(fitted)
+    model.config = {**fitted.config, "weights": "IMAGENET1K_V1"}
+    out = model.save(tmp_path / "tv")
+    from safetensors.torch import load_file
+
+    assert list(load_file(str(out / TENSORS_FILE))) == ["memory_bank"]
+    full = torchvision.models.resnet18(weights=None).state_dict()
+    full.update(fitted.extractor.state_dict())
+    calls = []
+
+    def fake_download(url, *args, **kwargs):
+        calls.append(url)
+        return full
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
+    loaded = PatchCore.load(out, device="cpu")
+    assert len(calls) == 1 and "resnet18" in calls[0]
+    images = np.stack(results["image"][:2])
+    np.testing.assert_array_equal(loaded.predict(images)[0], fitted.predict(images)[0])

@@ -23,6 +23,7 @@ from ..reference import kcenter_greedy as ref
 OP = "kcenter_greedy"
 SUPPORTED = ("numpy", "torch", "cpu", "cuda")
 AUTO_ORDER = {"cpu": ("cpu", "numpy"), "cuda": ("cuda", "torch")}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def kcenter_greedy(
@@ -94,6 +95,11 @@ def kcenter_greedy(
     chosen = _dispatch.resolve(OP, backend, device, supported=SUPPORTED, auto_order=AUTO_ORDER)
     if n > 0:
         _validate.require_finite(features, "features")
+        if chosen != "numpy" and _validate.dtype_name(features) == "float64":
+            # The other backends round to float32: values beyond its range would become inf.
+            largest = float(abs(features).max())
+            if largest > FLOAT32_MAX:
+                raise ValueError(f"features must fit in float32 for backend {chosen!r}, got |value| up to {largest:g}")
     k = ref.resolve_n_select(n, percentage, n_select)
     args = dict(n_select=k, method=method, proj_dim=proj_dim or 0, n_starts=n_starts, seed=seed)
     if chosen == "cuda":
@@ -116,20 +122,12 @@ def _run_numpy(x: np.ndarray, *, n_select, method, proj_dim, n_starts, seed, ret
     return out if return_radius else (out, np.zeros(0, np.float64))
 
 
-def _float32_rows(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):  # checked right below
-        rows = np.ascontiguousarray(x, dtype=np.float32)
-    if x.dtype != np.float32 and not np.isfinite(rows).all():
-        raise ValueError("features must fit in float32 for this backend, got values beyond float32 range")
-    return rows
-
-
 def _run_cpu(x: np.ndarray, *, n_select, method, proj_dim, n_starts, seed, return_radius):
     if n_select == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     code = _ext.load().KCENTER_APPROX if method == "approx" else _ext.load().KCENTER_EXACT
     indices, radius = _ext.load().kcenter_greedy_cpu(
-        _float32_rows(x), proj_dim, code, n_starts, n_select, seed, return_radius
+        np.ascontiguousarray(x, dtype=np.float32), proj_dim, code, n_starts, n_select, seed, return_radius
     )
     return indices, radius
 
@@ -153,8 +151,13 @@ def _run_torch(x: Any, *, n_select, method, proj_dim, n_starts, seed, return_rad
     """The reference project's loop in torch (float32), with this package's W, starts and distance."""
     import torch
 
-    was_numpy = _arrays.kind_of(x) == "numpy"
-    rows = torch.from_numpy(np.asarray(x)) if was_numpy else x.detach()
+    kind = _arrays.kind_of(x)
+    if kind == "numpy":
+        rows = torch.from_numpy(x)
+    elif kind == "cupy":
+        rows = torch.from_dlpack(x)  # zero-copy view on the same device
+    else:
+        rows = x.detach()
     dev = rows.device
     n, dim = rows.shape
     z = rows.to(torch.float32)
@@ -181,6 +184,11 @@ def _run_torch(x: Any, *, n_select, method, proj_dim, n_starts, seed, return_rad
             if return_radius:
                 cover = torch.minimum(cover, d)
                 radius[t] = cover.max().item()
-    if was_numpy:
+    if kind == "numpy":
         return indices.numpy(), radius.numpy()
-    return indices.to(dev), radius.to(dev)
+    indices, radius = indices.to(dev), radius.to(dev)
+    if kind == "cupy":
+        import cupy
+
+        return cupy.from_dlpack(indices), cupy.from_dlpack(radius)
+    return indices, radius

@@ -240,6 +240,7 @@ def run_predict(args: argparse.Namespace) -> int:
     maps_dir.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     bs = model.batch_size
+    model.progress = False  # one bar over all batches below, not one per predict() call
     from tqdm.auto import tqdm
 
     for start in tqdm(range(0, len(paths), bs), desc="predict", unit="batch", disable=args.quiet, leave=False):

@@ -315,7 +315,7 @@ def aupro(masks: Any, maps: Any, *, fpr_limit: float = 0.3, n_thresholds: int = 
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     fpr, pro = _binned_pro_curve(masks, maps, int(n_thresholds), connectivity)
-    return _trapezoid_to(fpr, pro, float(fpr_limit)) / float(fpr_limit)
+    return float(_trapezoid_to(fpr, pro, float(fpr_limit)) / float(fpr_limit))
 
 
 def aupro_error_bound(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:

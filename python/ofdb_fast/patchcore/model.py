@@ -320,7 +320,7 @@ class PatchCore:
 
         Args:
             images: ``[B, 3, H, W]`` float images normalised like the training images
-                (NumPy or torch).
+                (NumPy or torch); moved to the model's ``device`` batch by batch.
 
         Returns:
             ``(image_scores [B], maps [B, H, W])`` float32, NumPy for NumPy input, torch tensors on

@@ -19,7 +19,8 @@ launch per layer over the feature range ``[t_lo, t_hi)`` that layer contributes 
 after the first add into the output where ranges meet). Each program loops over the ``R``
 taps of its columns and gathers ``x[b, c, yy + dy - pad, xx + dx - pad]`` (masked to 0
 outside the map, which is the unfold's zero padding); the ``C * p * p`` patch vectors are
-never materialised. Numerics: float32 inputs and accumulation (float64 input is cast);
+never materialised. Inputs are used as contiguous float32 maps (a copy only for other dtypes
+or layouts, e.g. channels-last). Numerics: float32 accumulation;
 summation order differs from the reference (one weighted sum instead of two means), error
 about 1e-7 relative to the magnitude of the taps.
 """
