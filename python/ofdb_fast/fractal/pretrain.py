@@ -27,6 +27,7 @@ BatchNorm statistics stay per rank (no SyncBN, like the single-GPU reference).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -274,7 +275,7 @@ class Trainer:
         last_of_epoch = (step + 1) % self.steps_per_epoch == 0
         do_step = self.pending == cfg.accum_steps or last_of_epoch
         ctx = (self.train_model.no_sync() if (self.world > 1 and not do_step and hasattr(self.train_model, "no_sync"))
-               else _nullcontext())
+               else contextlib.nullcontext())
         with ctx:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
@@ -378,14 +379,6 @@ class Trainer:
 
             dist.barrier()
         return record
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _versions() -> dict:
