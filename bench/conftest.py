@@ -20,6 +20,7 @@ PRESETS: dict[str, dict[str, list]] = {
         "patch_aggregate": [(8, 224)],
         "patchcore": [(16, 224)],
         "cluster_alpha": [(16, 196, 256), (100, 784, 1024)],
+        "pretrain": [("resnet18", 256, 256, 224, 64)],  # (arch, n_images, side, crop, batch)
     },
     "paper": {
         "ifs_render": [256, 512],
@@ -29,6 +30,7 @@ PRESETS: dict[str, dict[str, list]] = {
         "patch_aggregate": [(8, 224), (32, 224)],
         "patchcore": [(200, 224)],
         "cluster_alpha": [(100, 784, 1024), (83, 784, 4096)],
+        "pretrain": [("resnet50", 1000, 512, 224, 128)],  # the OFDB-4AD run
     },
 }
 

@@ -19,6 +19,7 @@ import sys
 COMMAND_MODULES = (
     "ofdb_fast.fractal.ifs_cli",
     "ofdb_fast.fractal.generate_cli",
+    "ofdb_fast.fractal.pretrain",
     "ofdb_fast.patchcore.cli",
     "ofdb_fast.cluster.cli",
     "ofdb_fast.synth",
