@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "ofdb_fast.fractal.generate_cli",
     "ofdb_fast.patchcore.cli",
     "ofdb_fast.synth",
+    "ofdb_fast.convert.cli",
 )
 
 
