@@ -34,7 +34,7 @@ enum Stream : uint64_t {
   kStreamPatch = 6,       // 3x3 splat mask of one image
   kStreamMulti = 7,       // multi-fractal composition of one image
   kStreamCoreset = 16,    // coreset projection matrix and starting points
-  kStreamSplit = 17,      // dataset split shuffles and few-shot reference picks (Python only)
+  kStreamSplit = 18,      // dataset split shuffles and few-shot reference picks (Python only)
 };
 
 // SplitMix64 finaliser (Steele, Lea, Flood 2014). mix64(0) == 0, hence the salts below.
