@@ -12,7 +12,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEV_DEPS := $(TORCH_PINS) "numpy>=1.24,<2.4" pillow tqdm \
 	pytest pytest-benchmark scipy scikit-learn opencv-python-headless safetensors \
-	faiss-cpu numba scikit-build-core pybind11 ninja
+	faiss-cpu numba timm open-clip-torch scikit-build-core pybind11 ninja
 DEMO_DIR ?= runs/demo
 
 .PHONY: all venv install test demo ext bench clean

@@ -35,6 +35,7 @@ enum Stream : uint64_t {
   kStreamMulti = 7,       // multi-fractal composition of one image
   kStreamCoreset = 16,    // coreset projection matrix and starting points
   kStreamClusterNormals = 17,  // anomaly clustering: which normal images form the bank
+  kStreamSplit = 18,      // dataset split shuffles and few-shot reference picks (Python only)
 };
 
 // SplitMix64 finaliser (Steele, Lea, Flood 2014). mix64(0) == 0, hence the salts below.

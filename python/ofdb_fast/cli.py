@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "ofdb_fast.cluster.cli",
     "ofdb_fast.synth",
     "ofdb_fast.report.cli",
+    "ofdb_fast.convert.cli",
 )
 
 

@@ -51,15 +51,34 @@ _CHANNELS = {
 LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 
 
+def _vit(name: Any):
+    """``vit_backbones`` when ``name`` is a ViT/DINO/CLIP backbone name, else None (the hook
+    that routes those names; everything else in this module is ResNet-only)."""
+    from . import vit_backbones
+
+    return vit_backbones if vit_backbones.is_vit_backbone(name) else None
+
+
 def check_backbone(name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"backbone must be a str, got {type(name).__name__}")
+    if _vit(name):
+        return _vit(name).check_backbone(name)
     if name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+        from .vit_backbones import NAME_HELP
+
+        raise ValueError(f"backbone must be one of {BACKBONES} or {NAME_HELP}, got {name!r}")
     return name
 
 
-def check_layers(layers: Any) -> tuple[str, ...]:
+def default_layers(backbone: str) -> tuple[str, ...]:
+    """The default layers of ``backbone``: ``layer2, layer3`` for ResNets, see ``vit_backbones``."""
+    return _vit(backbone).default_layers(backbone) if _vit(backbone) else DEFAULT_LAYERS
+
+
+def check_layers(layers: Any, backbone: str | None = None) -> tuple[str, ...]:
+    if backbone is not None and _vit(backbone):
+        return _vit(backbone).check_layers(backbone, layers)
     if isinstance(layers, str):
         layers = [s for s in layers.replace(",", " ").split() if s]
     if not isinstance(layers, Sequence) or not all(isinstance(s, str) for s in layers):
@@ -249,7 +268,8 @@ def build_extractor(
     """Build a frozen, truncated ResNet feature extractor (``torch.nn.Module``, CPU, eval).
 
     Args:
-        backbone: one of :data:`BACKBONES`.
+        backbone: one of :data:`BACKBONES`; ViT/DINO/CLIP names (``timm:...``,
+            ``open_clip:...``, aliases) are built by ``vit_backbones.build_extractor``.
         layers: layer names to return, in this order (the first sets the patch grid).
         weights: a torchvision weights name, a checkpoint path, or ``"random"``/``None``.
         seed: the ``torch.manual_seed`` used for random initialisation.
@@ -263,6 +283,8 @@ def build_extractor(
         >>> net = build_extractor("resnet18", ["layer2", "layer3"], "random")  # doctest: +SKIP
         >>> [f.shape for f in net(torch.zeros(1, 3, 64, 64))]  # [1,128,8,8], [1,256,4,4]
     """
+    if _vit(backbone):
+        return _vit(backbone).build_extractor(backbone, layers, weights, seed=seed, state_dict=state_dict)
     torch = _import_torch()
     import torchvision
 

@@ -36,8 +36,11 @@ METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
-    a("--backbone", default="wide_resnet50_2", help="wide_resnet50_2 | resnet18 | resnet50 | resnet101")
-    a("--layers", default="layer2,layer3", help="comma-separated backbone layers (default layer2,layer3)")
+    a("--backbone", default="wide_resnet50_2",
+      help="wide_resnet50_2 | resnet18 | resnet50 | resnet101 | timm:<vit model> | open_clip:<arch> | "
+           "dino_vitb8 | dino_vitb16 | dino_vits8 | dino_vits16 | vit_base | clip_rn50 | clip_rn101")
+    a("--layers", default=None,
+      help="comma-separated backbone layers (default layer2,layer3; ViTs: blocks.-2,blocks.-1)")
     a("--weights", default="IMAGENET1K_V1",
       help="torchvision weights name (IMAGENET1K_V1; needs the file in the torch hub cache or network), "
            "a checkpoint (.safetensors/.pt/.pth), or 'random' (tests only)")
@@ -50,8 +53,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     a("--coreset-percentage", type=float, default=0.1, help="memory bank fraction (default 0.1)")
     a("--coreset-method", default="approx", help="approx | exact | all (default approx)")
     a("--reweight", action="store_true", help="the paper's image-score re-weighting (b=3); off by default")
-    a("--sigma", type=float, default=4.0, help="Gaussian smoothing of the maps in pixels (default 4)")
-    a("--seed", type=int, default=0)
+    a("--sigma", type=float, default=None,
+      help="Gaussian smoothing of the maps in pixels (default 4; 0 with --scorer fewshot)")
+    a("--seed", type=int, default=0, help="seed of the coreset, random weights and the --shots choice")
+    a("--shots", type=int, default=0,
+      help="few-shot: fit on K training images chosen with --seed, no coreset when small (default 0: all)")
+    a("--scorer", default="knn", choices=["knn", "fewshot"],
+      help="knn: PatchCore's L2 kNN (default); fewshot: per-layer max cosine to the reference patches "
+           "(AnomalyGPT), 1 - mean over layers")
     a("--coreset-backend", default="auto")
 
 
@@ -149,12 +158,14 @@ def _categories(root: str, wanted: list[str] | None) -> list[str]:
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    sigma = args.sigma if args.sigma is not None else (0.0 if args.scorer == "fewshot" else 4.0)
     return dict(
-        backbone=args.backbone, layers=args.layers.replace(",", " ").split(), weights=args.weights,
+        backbone=args.backbone, layers=args.layers.replace(",", " ").split() if args.layers else None,
+        weights=args.weights, shots=args.shots, scorer=args.scorer,
         pretrain_embed_dimension=args.pretrain_embed_dimension, target_embed_dimension=args.target_embed_dimension,
         patch_size=args.patch_size, anomaly_scorer_num_nn=args.anomaly_scorer_num_nn,
         coreset_percentage=args.coreset_percentage, coreset_method=args.coreset_method, seed=args.seed,
-        reweight=args.reweight, sigma=args.sigma, resize=args.resize, imagesize=args.imagesize,
+        reweight=args.reweight, sigma=sigma, resize=args.resize, imagesize=args.imagesize,
         coreset_backend=args.coreset_backend, **_runtime_kwargs(args))
 
 
@@ -197,6 +208,8 @@ def run_fit(args: argparse.Namespace) -> int:
         info = model.fit_info
         print(f"{name}: memory bank {info['n_bank']} x {model.config['target_embed_dimension']} from "
               f"{info['n_patches']} patches in {info['fit_seconds']:.2f} s -> {out / name}")
+        if info.get("shots"):
+            print(f"{name}: {len(info['shots'])} shots (seed {model.config['seed']}): " + ", ".join(info["shots"]))
     return 0
 
 
@@ -351,6 +364,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "ms_per_image": 1000.0 * res["seconds"] / max(n, 1),
             "ms_per_image_with_loading": 1000.0 * total / max(n, 1),
             "overlays": [o["path"] for o in overlays], "overlay_cases": overlays,
+            "shots": model.fit_info.get("shots"),
         }
         for p, lab, dt, s in zip(res["path"], labels, res["defect_type"], res["scores"]):
             score_rows.append([name, p, int(lab), dt, f"{float(s):.8g}"])

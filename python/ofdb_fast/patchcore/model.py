@@ -15,6 +15,11 @@ loaded again). Never pickle. Loading validates the format, version, keys, shapes
 
 Randomness: the coreset projection and start points come from ``seed`` (the ops' shared RNG);
 random backbone weights from ``torch.manual_seed(seed)``.
+
+Few-shot (``fewshot.py``): ``shots=K`` fits on K training images picked with ``seed`` (no
+coreset while the bank is small); ``scorer="fewshot"`` scores with AnomalyGPT's per-layer max
+cosine to the reference patches instead of the kNN distance, its banks saved as
+``layer_bank.<i>`` tensors. Backbones may be ResNets or ViT/DINO/CLIP (``vit_backbones.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 
 from .._validate import require_float, require_int
 from . import backbones as _bb
+from . import fewshot as _fewshot
 
 FORMAT_NAME = "ofdb_fast.patchcore"
 FORMAT_VERSION = 1
@@ -60,7 +66,11 @@ DEFAULTS: dict[str, Any] = {
     "imagesize": 224,
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
+    "shots": 0,
+    "scorer": "knn",
 }
+# Keys added after format version 1 was first written: files without them get these values.
+_LATER_KEYS = {"shots": 0, "scorer": "knn"}
 
 
 def resolve_device(device: str) -> str:
@@ -79,7 +89,11 @@ def resolve_device(device: str) -> str:
 def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg = dict(cfg)
     cfg["backbone"] = _bb.check_backbone(cfg["backbone"])
-    cfg["layers"] = list(_bb.check_layers(cfg["layers"]))
+    layers = _bb.default_layers(cfg["backbone"]) if cfg["layers"] is None else cfg["layers"]
+    cfg["layers"] = list(_bb.check_layers(layers, cfg["backbone"]))
+    cfg["shots"] = require_int(cfg["shots"], "shots", minimum=0)
+    if cfg["scorer"] not in _fewshot.SCORERS:
+        raise ValueError(f"scorer must be one of {_fewshot.SCORERS}, got {cfg['scorer']!r}")
     cfg["weights"] = _bb.describe_weights(cfg["weights"])
     for key in ("pretrain_embed_dimension", "target_embed_dimension", "anomaly_scorer_num_nn",
                 "coreset_proj_dim", "reweight_b", "resize", "imagesize"):
@@ -110,8 +124,9 @@ class PatchCore:
     """PatchCore anomaly detector (Roth et al., CVPR 2022), reference defaults.
 
     Args:
-        backbone: ``"wide_resnet50_2"`` (default), ``"resnet18"``, ``"resnet50"``, ``"resnet101"``.
-        layers: backbone layers to use; the first sets the patch grid.
+        backbone: ``"wide_resnet50_2"`` (default), ``"resnet18"``, ``"resnet50"``, ``"resnet101"``,
+            or a ViT/DINO/CLIP name (``"timm:<model>"``, ``"open_clip:<arch>"``, ``"dino_vitb8"``...).
+        layers: backbone layers to use; the first sets the patch grid (None: the backbone's default).
         weights: torchvision weights name (``"IMAGENET1K_V1"``), checkpoint path, or ``"random"``.
         pretrain_embed_dimension, target_embed_dimension, patch_size: feature aggregation.
         anomaly_scorer_num_nn: k of the kNN patch score.
@@ -127,6 +142,8 @@ class PatchCore:
         coreset_backend, knn_backend, aggregate_backend: backends of the ops (``"auto"``).
         progress: show tqdm progress bars.
         num_workers: image-decoding threads for datasets with a ``batches()`` method.
+        shots: fit on this many training images picked with ``seed`` (0: all of them).
+        scorer: ``"knn"`` (PatchCore's L2 kNN) or ``"fewshot"`` (per-layer max cosine).
 
     Example:
         >>> model = PatchCore(backbone="resnet18", weights="random", resize=80, imagesize=64)  # doctest: +SKIP
@@ -138,7 +155,7 @@ class PatchCore:
     def __init__(
         self,
         backbone: str = DEFAULTS["backbone"],
-        layers: Sequence[str] = _bb.DEFAULT_LAYERS,
+        layers: Sequence[str] | None = None,
         weights: Any = DEFAULTS["weights"],
         *,
         pretrain_embed_dimension: int = 1024,
@@ -163,6 +180,8 @@ class PatchCore:
         aggregate_backend: str = "auto",
         progress: bool = False,
         num_workers: int = 2,
+        shots: int = 0,
+        scorer: str = "knn",
         _backbone_state: dict | None = None,
     ):
         raw = dict(backbone=backbone, layers=layers, weights=weights,
@@ -171,7 +190,7 @@ class PatchCore:
                    anomaly_scorer_num_nn=anomaly_scorer_num_nn, coreset_percentage=coreset_percentage,
                    coreset_method=coreset_method, coreset_proj_dim=coreset_proj_dim, seed=seed,
                    reweight=reweight, reweight_b=reweight_b, sigma=sigma, resize=resize,
-                   imagesize=imagesize, mean=list(mean), std=list(std))
+                   imagesize=imagesize, mean=list(mean), std=list(std), shots=shots, scorer=scorer)
         self.config = _check_config(raw)
         self.device = resolve_device(device)
         self.batch_size = require_int(batch_size, "batch_size", minimum=1)
@@ -185,6 +204,7 @@ class PatchCore:
                                              seed=self.config["seed"], state_dict=_backbone_state)
         self.extractor.to(self.device)
         self.memory_bank = None  # torch [M, D] on self.device after fit/load
+        self.layer_banks: list | None = None  # scorer "fewshot": per layer [R_l, C_l] unit rows
         self.feature_grid: tuple[int, int] | None = None  # (h, w) of the fit images' patch grid
         self.fit_info: dict[str, Any] = {}
 
@@ -199,8 +219,9 @@ class PatchCore:
             raise TypeError(f"images must have a floating dtype (normalised), got {x.dtype}")
         return x.to(self.device, torch.float32)
 
-    def embed(self, images: Any):
-        """Patch features of a batch: ``images [B, 3, H, W]`` -> torch ``[B, h, w, D]`` float32."""
+    def embed(self, images: Any, return_layers: bool = False):
+        """Patch features of a batch: ``images [B, 3, H, W]`` -> torch ``[B, h, w, D]`` float32
+        (and the raw layer outputs ``[B, C_l, h_l, w_l]`` when ``return_layers``)."""
         import torch
 
         from ..ops.patch_aggregate import patch_aggregate
@@ -217,8 +238,8 @@ class PatchCore:
             target_embed_dimension=self.config["target_embed_dimension"],
             backend=self.aggregate_backend,
         )
-        out = torch.as_tensor(out, device=x.device)
-        return out.reshape(x.shape[0], h, w, -1)
+        out = torch.as_tensor(out, device=x.device).reshape(x.shape[0], h, w, -1)
+        return (out, feats) if return_layers else out
 
     def _batches(self, data: Any, desc: str) -> Iterable[dict]:
         """Yield dicts with at least ``image`` from an array ``[N, 3, H, W]`` or a dataset."""
@@ -254,10 +275,21 @@ class PatchCore:
         from ..ops.kcenter_greedy import kcenter_greedy
 
         t0 = time.perf_counter()
+        cfg = self.config
+        shot_info = {}
+        if cfg["shots"]:
+            idx = _fewshot.select_shots(len(data), cfg["shots"], seed=cfg["seed"])
+            data, used = _fewshot.take_shots(data, idx)
+            shot_info = {"shots": used, "shot_indices": idx.tolist()}
         chunks = []
+        layer_chunks: list[list] = []
         n_images = 0
         for batch in self._batches(data, "fit: features"):
-            feats = self.embed(batch["image"])
+            feats, raw = self.embed(batch["image"], return_layers=True)
+            if cfg["scorer"] == "fewshot":
+                layer_chunks = layer_chunks or [[] for _ in raw]
+                for c, f in zip(layer_chunks, raw):
+                    c.append(_fewshot.normalized_tokens(f))
             n_images += feats.shape[0]
             self.feature_grid = tuple(int(s) for s in feats.shape[1:3])
             chunks.append(feats.reshape(-1, feats.shape[-1]))
@@ -267,8 +299,9 @@ class PatchCore:
         del chunks
         t_embed = time.perf_counter() - t0
         n_patches = int(features.shape[0])
-        cfg = self.config
-        if cfg["coreset_method"] == "all" or cfg["coreset_percentage"] >= 1.0:
+        self.layer_banks = [torch.cat(c) for c in layer_chunks] if layer_chunks else None
+        small_fewshot = cfg["shots"] > 0 and n_patches <= _fewshot.SMALL_BANK
+        if cfg["coreset_method"] == "all" or cfg["coreset_percentage"] >= 1.0 or small_fewshot:
             bank = features
         else:
             # n_select >= 1: int(N * percentage) can be 0 for tiny fits; an empty bank scores nothing.
@@ -284,7 +317,8 @@ class PatchCore:
         total = time.perf_counter() - t0
         self.fit_info = {"n_train_images": n_images, "n_patches": n_patches,
                          "n_bank": int(self.memory_bank.shape[0]), "embed_seconds": round(t_embed, 4),
-                         "coreset_seconds": round(total - t_embed, 4), "fit_seconds": round(total, 4)}
+                         "coreset_seconds": round(total - t_embed, 4), "fit_seconds": round(total, 4),
+                         **shot_info}
         return self
 
     # ------------------------------------------------------------------- predict
@@ -297,6 +331,8 @@ class PatchCore:
         from ..ops.knn_score import knn_score
         from . import scoring
 
+        if self.config["scorer"] == "fewshot":
+            return _fewshot.score_batch(self.extractor, images, self.layer_banks, self.config["sigma"])
         feats = self.embed(images)
         b, h, w, d = feats.shape
         flat = feats.reshape(-1, d)
@@ -399,6 +435,8 @@ class PatchCore:
             raise OSError(f"model directory {directory} is not empty; pass overwrite=True (--overwrite) to replace it")
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {"memory_bank": self.memory_bank.detach().float().cpu().contiguous()}
+        for i, lb in enumerate(self.layer_banks or []):
+            tensors[f"layer_bank.{i}"] = lb.detach().float().cpu().contiguous()
         saved_backbone = self._backbone_needs_saving()
         if saved_backbone:
             for k, v in self.extractor.state_dict().items():
@@ -445,6 +483,7 @@ class PatchCore:
         cfg = meta.get("config")
         if not isinstance(cfg, dict):
             raise ValueError(f"{cfg_path} must have a 'config' object, got {type(cfg).__name__}")
+        cfg = {**_LATER_KEYS, **cfg}
         missing = sorted(set(DEFAULTS) - set(cfg))
         unknown = sorted(set(cfg) - set(DEFAULTS))
         if missing or unknown:
@@ -466,6 +505,7 @@ class PatchCore:
                 f"{str(bank.dtype).replace('torch.', '')} {list(bank.shape)}")
         if not bool(torch.isfinite(bank).all()):
             raise ValueError(f"{ten_path} memory_bank must contain only finite values, got NaN or inf")
+        layer_banks = _pop_layer_banks(tensors, cfg, ten_path)
         backbone_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
         needs_backbone = cfg["weights"] == _bb.RANDOM_WEIGHTS or _bb.is_checkpoint_path(cfg["weights"])
         if (meta.get("backbone_saved") or needs_backbone) and not backbone_state:
@@ -479,10 +519,27 @@ class PatchCore:
                     knn_backend=knn_backend, aggregate_backend=aggregate_backend, progress=progress,
                     num_workers=num_workers, _backbone_state=backbone_state or None)
         model.memory_bank = bank.to(model.device).contiguous()
+        model.layer_banks = [lb.to(model.device).contiguous() for lb in layer_banks] if layer_banks else None
         grid = meta.get("feature_grid")
         model.feature_grid = tuple(grid) if grid else None
         model.fit_info = dict(meta.get("fit_info") or {})
         return model
+
+
+def _pop_layer_banks(tensors: dict, cfg: dict, path: Path) -> list | None:
+    """Remove and validate the ``layer_bank.<i>`` tensors (one per layer iff scorer "fewshot")."""
+    import torch
+
+    keys = sorted(k for k in tensors if k.startswith("layer_bank."))
+    want = [f"layer_bank.{i}" for i in range(len(cfg["layers"]))] if cfg["scorer"] == "fewshot" else []
+    if set(keys) != set(want):
+        raise ValueError(f"{path} must contain the tensors {want} for scorer {cfg['scorer']!r}, got {keys}")
+    banks = [tensors.pop(k) for k in want]
+    for k, lb in zip(want, banks):
+        if lb.dtype != torch.float32 or lb.ndim != 2 or lb.shape[0] < 1 or not bool(torch.isfinite(lb).all()):
+            raise ValueError(f"{path} {k} must be a finite float32 [R, C] tensor with R >= 1, got "
+                             f"{str(lb.dtype).replace('torch.', '')} {list(lb.shape)}")
+    return banks or None
 
 
 def _atomic_write(path: Path, write) -> None:
