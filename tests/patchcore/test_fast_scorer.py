@@ -189,3 +189,26 @@ def test_cuda_graph_path_matches_predict(fitted_cuda, data, dtype):
 def test_cuda_graph_needs_triton_knn(fitted_cuda):
     with pytest.raises(ValueError, match="cuda_graph=True needs knn_backend='triton'"):
         FastScorer(fitted_cuda[0], knn_backend="torch")
+
+
+def test_serve_bench_cli(fitted, tmp_path, capsys):
+    import json
+
+    from ofdb_fast.cli import main
+
+    model_dir = fitted[0].save(tmp_path / "model")
+    out = tmp_path / "serve.json"
+    argv = ["patchcore", "serve-bench", "--model", str(model_dir), "--device", "cpu", "--batch-sizes", "2", "1",
+            "--iters", "3", "--warmup", "1", "--dtype", "float32", "--baseline", "--json", str(out)]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["results"]
+    assert [(r["provider"], r["batch"]) for r in rows] == [("fast", 1), ("torch_fp32", 1), ("fast", 2),
+                                                           ("torch_fp32", 2)]
+    for r in rows:
+        assert r["iters"] == 3 and 0 < r["min_ms"] <= r["p50_ms"] <= r["p99_ms"]
+        assert r["images_per_s"] == pytest.approx(1e3 * r["batch"] / r["mean_ms"])
+    assert doc["dtype"] == "float32" and doc["cuda_graph"] is False and doc["memory_bank_shape"][1] == 256
+    assert "p50_ms" in capsys.readouterr().out
+    assert main(argv) == 2  # refuses to overwrite the JSON
+    assert "exists; pass --overwrite" in capsys.readouterr().err

@@ -292,3 +292,50 @@ class FastScorer:
         if is_torch:
             return scores.to(images.device), maps.to(images.device)
         return scores.cpu().numpy(), maps.cpu().numpy()
+
+
+# ------------------------------------------------------------------- serving benchmark
+def unfused_scorer(model: Any):
+    """The unfused float32 PyTorch path (``predict``'s ``_score_batch`` with the ``torch``
+    aggregate and kNN backends): the baseline of ``serve-bench``. Returns ``fn(images)``."""
+
+    def run(images):
+        saved = model.aggregate_backend, model.knn_backend
+        model.aggregate_backend, model.knn_backend = "torch", "torch"
+        try:
+            return model._score_batch(images)
+        finally:
+            model.aggregate_backend, model.knn_backend = saved
+
+    return run
+
+
+def measure_latency(fn: Any, images: Any, *, iters: int, warmup: int = 3) -> dict[str, float]:
+    """Time ``fn(images)`` ``iters`` times (after ``warmup`` calls), waiting for the GPU after
+    each call; ``images`` stay where they are (already on the device: no transfer is timed).
+
+    Returns:
+        ``{"batch", "iters", "p50_ms", "p99_ms", "mean_ms", "min_ms", "images_per_s"}`` with
+        ``images_per_s = batch / mean latency``.
+    """
+    import time
+
+    import torch
+
+    iters = require_int(iters, "iters", minimum=1)
+    warmup = require_int(warmup, "warmup", minimum=0)
+    on_cuda = isinstance(images, torch.Tensor) and images.is_cuda
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
+    for _ in range(warmup):
+        fn(images)
+    sync()
+    times = np.empty(iters, np.float64)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        fn(images)
+        sync()
+        times[i] = time.perf_counter() - t0
+    batch = int(images.shape[0])
+    return {"batch": batch, "iters": iters, "p50_ms": 1e3 * float(np.percentile(times, 50)),
+            "p99_ms": 1e3 * float(np.percentile(times, 99)), "mean_ms": 1e3 * float(times.mean()),
+            "min_ms": 1e3 * float(times.min()), "images_per_s": batch / float(times.mean())}
