@@ -19,6 +19,7 @@ PRESETS: dict[str, dict[str, list]] = {
         "knn_score": [(784 * 8, 16_000, 1024)],
         "patch_aggregate": [(8, 224)],
         "patchcore": [(16, 224)],
+        "serve": [(1, 224), (8, 224), (32, 224)],
     },
     "paper": {
         "ifs_render": [256, 512],
@@ -27,6 +28,7 @@ PRESETS: dict[str, dict[str, list]] = {
         "knn_score": [(784 * 32, 16_000, 1024), (784 * 83, 15_700, 1024)],
         "patch_aggregate": [(8, 224), (32, 224)],
         "patchcore": [(200, 224)],
+        "serve": [(1, 224), (8, 224), (32, 224)],
     },
 }
 
