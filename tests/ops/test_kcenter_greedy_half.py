@@ -39,6 +39,15 @@ def test_proj_dtype_checked():
 
 
 @pytest.mark.cuda
+def test_half_projection_range_checked():
+    import torch
+
+    x = torch.full((10, 100), 7000.0, device="cuda")  # 7000 * sqrt(100) > 65504
+    with pytest.raises(ValueError, match="max\\|x\\| \\* sqrt\\(D\\) < 65504 for proj_dtype 'float16'"):
+        kcenter_greedy(x, n_select=2, proj_dim=16, proj_dtype="float16", backend="cuda")
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize(
     "n,dim,proj_dim,method",
     [(3000, 300, 128, "approx"), (2000, 150, 128, "exact"), (1500, 40, 33, "approx")],  # 33: odd width

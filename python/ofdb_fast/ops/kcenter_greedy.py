@@ -27,6 +27,7 @@ OP = "kcenter_greedy"
 SUPPORTED = ("numpy", "torch", "cpu", "cuda")
 AUTO_ORDER = {"cpu": ("cpu", "numpy"), "cuda": ("cuda", "torch")}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def kcenter_greedy(
@@ -111,6 +112,12 @@ def kcenter_greedy(
             largest = float(abs(features).max())
             if largest > FLOAT32_MAX:
                 raise ValueError(f"features must fit in float32 for backend {chosen!r}, got |value| up to {largest:g}")
+        if proj_dtype == "float16" and proj_dim and proj_dim != dim:
+            # |W| <= 1/sqrt(D), so |z| <= max|x| * sqrt(D): keep every projected value finite in float16.
+            bound = _max_abs(features) * float(np.sqrt(dim))
+            if bound >= FLOAT16_MAX:
+                raise ValueError(f"features must satisfy max|x| * sqrt(D) < {FLOAT16_MAX:g} for proj_dtype "
+                                 f"'float16' (projected rows must fit in float16), got {bound:g}")
     k = ref.resolve_n_select(n, percentage, n_select)
     args = dict(n_select=k, method=method, proj_dim=proj_dim or 0, n_starts=n_starts, seed=seed)
     if chosen == "cuda":
@@ -124,6 +131,15 @@ def kcenter_greedy(
         indices, radius = run(x, return_radius=bool(return_radius), **args)
         indices, radius = _arrays.wrap_like(indices, features), _arrays.wrap_like(radius, features)
     return (indices, radius) if return_radius else indices
+
+
+def _max_abs(x: Any) -> float:
+    """max |x| of a CUDA array; torch reduces without a temporary (inputs can be GBs)."""
+    if _arrays.kind_of(x) == "torch":
+        import torch
+
+        return float(torch.linalg.vector_norm(x, float("inf")))
+    return float(abs(x).max())
 
 
 def _run_numpy(x: np.ndarray, *, n_select, method, proj_dim, n_starts, seed, return_radius):
