@@ -159,3 +159,49 @@ def test_cuda_graph_capture_replays_same_result():
     again = _min_triton(new_q, bank, 2, sqnorm=norms)
     torch.testing.assert_close(out[0], again[0], rtol=0, atol=0)
     assert torch.equal(out[1], again[1]) and not torch.equal(out[1], eager[1])
+
+
+_AOT_SCRIPT = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from ofdb_fast.triton.knn_min import _knn_min_kernel
+
+for dtype, k, bq, bm, bd, f32 in [("fp16", 1, 64, 128, 64, False), ("bf16", 3, 128, 128, 64, False),
+                                  ("fp32", 2, 64, 64, 32, True)]:
+    sig = {"q_ptr": "*" + dtype, "b_ptr": "*" + dtype, "bnorm_ptr": "*fp32", "out_d_ptr": "*fp32",
+           "out_i_ptr": "*i64", "n_q": "i32", "n_bank": "i32", "dim": "i32", "tiles_per_split": "i32"}
+    consts = dict(K=k, KP=max(2, triton.next_power_of_2(k)), BLOCK_Q=bq, BLOCK_M=bm, BLOCK_D=bd, DOT_F32=f32, IEEE=f32)
+    sig.update({name: "constexpr" for name in consts})
+    # What a launch with 16-aligned pointers and D % 16 == 0 specialises on.
+    attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 7)}
+    kernel = triton.compile(ASTSource(_knn_min_kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
+                            options={"num_warps": 8 if bq == 128 else 4, "num_stages": 3})
+    ptx = kernel.asm["ptx"]
+    print(dtype, k, "wgmma" in ptx, kernel.metadata.shared)
+"""
+
+
+def test_kernel_compiles_for_hopper(tmp_path):
+    """The compiled (not interpreted) kernel builds for sm_90 without a GPU: half precision uses
+    wgmma tensor-core instructions and the D loop is software-pipelined (3 stages of shared memory)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(__import__("pathlib").Path(__file__).parents[2] / "python"),
+                                         env.get("PYTHONPATH", "")])
+    res = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [line.split() for line in res.stdout.strip().splitlines()]
+    assert [(d, k) for d, k, *_ in lines] == [("fp16", "1"), ("bf16", "3"), ("fp32", "2")]
+    for dtype, _, wgmma, shared in lines:
+        if dtype != "fp32":
+            assert wgmma == "True"
+            # one stage of the Q tile + bank tile is BLOCK_Q*BLOCK_D*2 + BLOCK_D*BLOCK_M*2 bytes
+            assert int(shared) >= 2 * (64 * 64 * 2 + 64 * 128 * 2)
