@@ -151,6 +151,13 @@ def test_bad_arguments(fitted):
         FastScorer(model, knn_backend="cuda")
     with pytest.raises(RuntimeError, match="no memory bank yet"):
         FastScorer(_model())
+    saved = model.memory_bank
+    try:
+        model.memory_bank = saved * 1e5
+        with pytest.raises(ValueError, match="the memory bank must fit in float16"):
+            FastScorer(model, dtype="float16", knn_backend="triton")
+    finally:
+        model.memory_bank = saved
     scorer = FastScorer(model, dtype="float32")
     with pytest.raises(ValueError, match="images must have shape \\[B, 3, H, W\\]"):
         scorer.score(np.zeros((2, 1, SIZE, SIZE), np.float32))

@@ -152,6 +152,10 @@ class FastScorer:
 
             if self.k > MAX_K:
                 raise ValueError(f"anomaly_scorer_num_nn must be <= {MAX_K} for knn_backend 'triton', got {self.k}")
+            largest = float(torch.linalg.vector_norm(model.memory_bank, float("inf")))
+            if self.dtype == torch.float16 and largest >= float(torch.finfo(torch.float16).max):
+                raise ValueError(f"the memory bank must fit in float16 (|value| < 65504) for dtype float16, got "
+                                 f"|value| up to {largest:g}; use dtype='bfloat16'")
             self.bank = model.memory_bank.to(self.dtype).contiguous()
             self.bank_sqnorm = bank_sqnorm(self.bank)
         self.bank32 = model.memory_bank.to(torch.float32).contiguous()
