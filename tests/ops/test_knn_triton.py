@@ -65,7 +65,7 @@ def test_knn_score_triton_matches_reference(backend, n_queries, n_bank, dim, k, 
 
 
 @pytest.mark.parametrize("backend", [TRITON])
-@pytest.mark.parametrize("k, n_split", [(1, 1), (1, 3), (4, 3)])
+@pytest.mark.parametrize("k, n_split", [(1, 1), (1, 3), (2, 1), (3, 3), (4, 3)])  # k < 4 copies: ties cut at k
 def test_ties_lowest_index_across_splits(backend, k, n_split, rng):
     base = rng.standard_normal((40, 35)).astype(np.float32)
     bank = np.concatenate([base, base[::-1], base, base], axis=0)  # every row 4x, over 3 tiles of 64
@@ -76,6 +76,18 @@ def test_ties_lowest_index_across_splits(backend, k, n_split, rng):
     assert (np.abs(dist.numpy() - ref_d) <= _atol(queries, bank)).all()
     copies = np.flatnonzero((bank == base[1]).all(axis=1))
     np.testing.assert_array_equal(idx.numpy()[1, : min(k, 4)], copies[: min(k, 4)])
+
+
+@pytest.mark.parametrize("backend", [TRITON])
+def test_eviction_keeps_lowest_index_among_tied_worst(backend):
+    """Rows 0 and 1 tie at distance 1 (filling k = 2 slots in the first tile); row 100, in a later
+    tile, is nearer: the tied entry with the higher index (1) must go, not row 0."""
+    bank = np.full((130, 16), 10.0, np.float32)
+    bank[0], bank[1], bank[100] = 0.0, 0.0, 0.0
+    bank[0, 0], bank[1, 1], bank[100, 2] = 1.0, 1.0, 0.5
+    dist, idx = _min_triton(torch.zeros(1, 16), torch.from_numpy(bank), 2, n_split=1)
+    np.testing.assert_array_equal(idx.numpy(), [[100, 0]])
+    np.testing.assert_array_equal(dist.numpy(), [[0.25, 1.0]])
 
 
 @pytest.mark.parametrize("backend", [TRITON])
