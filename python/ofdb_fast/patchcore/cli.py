@@ -404,11 +404,12 @@ def run_serve_bench(args: argparse.Namespace) -> int:
             rows.append({"provider": "torch_fp32", **base})
             row["speedup_vs_torch_fp32"] = base["mean_ms"] / row["mean_ms"]
     device = torch.cuda.get_device_name() if model.device == "cuda" else "cpu"
-    header = ["provider", "batch", "p50_ms", "p99_ms", "mean_ms", "images_per_s"]
+    header = ["provider", "batch", "p50_ms", "p99_ms", "mean_ms", "images_per_s", "speedup"]
     print(f"serve-bench: {model.config['backbone']} {size}x{size}, bank {tuple(model.memory_bank.shape)}, "
           f"dtype {str(scorer.dtype).replace('torch.', '')}, graphs {scorer.cuda_graph}, {device}")
     table = [header] + [[r["provider"], str(r["batch"])] + [f"{r[k]:.3f}" for k in header[2:5]]
-                        + [f"{r['images_per_s']:.1f}"] for r in rows]
+                        + [f"{r['images_per_s']:.1f}", f"{r['speedup_vs_torch_fp32']:.2f}x"
+                           if "speedup_vs_torch_fp32" in r else "-"] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         print("  ".join(x.ljust(w) for x, w in zip(line, widths)))
