@@ -13,22 +13,22 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PRESETS: dict[str, dict[str, list]] = {
     "small": {
+        "serve": [(1, 224), (8, 224), (32, 224)],
         "ifs_render": [256, 512],
         "generate": [200],
         "kcenter_greedy": [(20_000, 128, 0.1)],
         "knn_score": [(784 * 8, 16_000, 1024)],
         "patch_aggregate": [(8, 224)],
         "patchcore": [(16, 224)],
-        "serve": [(1, 224), (8, 224), (32, 224)],
     },
     "paper": {
+        "serve": [(1, 224), (8, 224), (32, 224)],
         "ifs_render": [256, 512],
         "generate": [1000],
         "kcenter_greedy": [(20_000, 128, 0.1), (157_000, 1024, 0.1)],
         "knn_score": [(784 * 32, 16_000, 1024), (784 * 83, 15_700, 1024)],
         "patch_aggregate": [(8, 224), (32, 224)],
         "patchcore": [(200, 224)],
-        "serve": [(1, 224), (8, 224), (32, 224)],
     },
 }
 
