@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PRESETS: dict[str, dict[str, list]] = {
     "small": {
+        "serve": [(1, 224), (8, 224), (32, 224)],
         "ifs_render": [256, 512],
         "generate": [200],
         "kcenter_greedy": [(20_000, 128, 0.1)],
@@ -23,6 +24,7 @@ PRESETS: dict[str, dict[str, list]] = {
         "pretrain": [("resnet18", 256, 256, 224, 64)],  # (arch, n_images, side, crop, batch)
     },
     "paper": {
+        "serve": [(1, 224), (8, 224), (32, 224)],
         "ifs_render": [256, 512],
         "generate": [1000],
         "kcenter_greedy": [(20_000, 128, 0.1), (157_000, 1024, 0.1)],

@@ -52,16 +52,18 @@ void bind_kcenter_greedy(py::module_& m) {
   m.def(
       "kcenter_greedy_cuda",
       [](uintptr_t features, int64_t n_points, int64_t dim, int64_t proj_dim, int method, int64_t n_starts,
-         int64_t n_select, uint64_t seed, uintptr_t indices, uintptr_t radius, int device, uintptr_t stream) {
-        const auto p = make_params(n_points, dim, proj_dim, method, n_starts, n_select, seed);
+         int64_t n_select, uint64_t seed, uintptr_t indices, uintptr_t radius, int device, uintptr_t stream,
+         bool half_projection) {
+        auto p = make_params(n_points, dim, proj_dim, method, n_starts, n_select, seed);
+        p.half_projection = half_projection;
         py::gil_scoped_release release;
         ofdb::kcenter_greedy_cuda(reinterpret_cast<const float*>(features), p, reinterpret_cast<int64_t*>(indices),
                                   reinterpret_cast<double*>(radius), device, stream);
       },
       py::arg("features"), py::arg("n_points"), py::arg("dim"), py::arg("proj_dim"), py::arg("method"),
       py::arg("n_starts"), py::arg("n_select"), py::arg("seed"), py::arg("indices"), py::arg("radius"),
-      py::arg("device"), py::arg("stream"),
+      py::arg("device"), py::arg("stream"), py::arg("half_projection") = false,
       "Device-pointer version: float32 [N, D] rows -> indices int64 [k] (and radius float64 [k] when the "
-      "pointer is not 0), enqueued on `stream`.");
+      "pointer is not 0), enqueued on `stream`; half_projection stores the projected rows as float16.");
 #endif
 }

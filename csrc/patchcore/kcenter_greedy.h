@@ -30,6 +30,7 @@ struct KCenterParams {
   int64_t n_starts = 10;  // approx: number of starting points, clamped to N
   int64_t n_select = 0;   // 1 <= n_select <= N
   uint64_t seed = 0;
+  bool half_projection = false;  // CUDA only: store the projected rows as __half (see kcenter_greedy_cuda.cu)
 };
 
 // True when the rows are multiplied by W before the loop.

@@ -15,6 +15,16 @@
 //                      it also writes radius[t - 1] = max covering distance.
 // So an iteration is two launches on the caller's stream and never syncs with the host. Scratch memory
 // is stream-ordered (cudaMallocAsync / cudaFreeAsync).
+//
+// Half-precision projection (p.half_projection, used only when the rows are projected): Z = X @ W is
+// accumulated in float32 as above and stored rounded to __half; every later kernel reads Z as __half
+// (pairs as __half2 when the width is even), widens to float32 and computes exactly as the float32 path.
+// This halves the projected buffer ([N, P] * 2 bytes: 256 MB at 1M rows x 128) and the bytes streamed
+// per iteration, which bound the loop. Rounding Z to 11 significant bits can swap near-tied argmax
+// choices, so indices may differ from the float32 path where scores tie within ~1e-3 relative;
+// tests/ops/test_kcenter_greedy_half.py requires equal indices on well-separated data and the covering
+// radius within 1e-2 relative on random data.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -45,6 +55,16 @@ __device__ __forceinline__ bool beats(float v, int64_t i, float best, int64_t be
   return v > best || (v == best && i < best_i);
 }
 
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ void store_as(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_as(__half* p, float v) { *p = __float2half_rn(v); }
+
+__device__ __forceinline__ float warp_sum(float acc) {
+  for (int off = kWarp / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  return acc;
+}
+
 // Squared distance of two rows; lane l sums elements l, l + 32, ...; the xor butterfly leaves the
 // same total in every lane (each step adds the same two partial sums, only commuted).
 __device__ __forceinline__ float warp_squared_distance(const float* a, const float* b, int64_t width, int lane) {
@@ -53,8 +73,29 @@ __device__ __forceinline__ float warp_squared_distance(const float* a, const flo
     const float t = a[k] - b[k];
     acc += t * t;
   }
-  for (int off = kWarp / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-  return acc;
+  return warp_sum(acc);
+}
+
+// __half rows: lane l takes the pairs l, l + 32, ... (__half2 loads; rows start 4-byte aligned when
+// the width is even), else single elements; float32 arithmetic as above.
+__device__ __forceinline__ float warp_squared_distance(const __half* a, const __half* b, int64_t width, int lane) {
+  float acc = 0.0f;
+  if (width % 2 == 0) {
+    const __half2* a2 = reinterpret_cast<const __half2*>(a);
+    const __half2* b2 = reinterpret_cast<const __half2*>(b);
+    for (int64_t k = lane; k < width / 2; k += kWarp) {
+      const float2 x = __half22float2(a2[k]), y = __half22float2(b2[k]);
+      const float t0 = x.x - y.x, t1 = x.y - y.y;
+      acc += t0 * t0;
+      acc += t1 * t1;
+    }
+  } else {
+    for (int64_t k = lane; k < width; k += kWarp) {
+      const float t = __half2float(a[k]) - __half2float(b[k]);
+      acc += t * t;
+    }
+  }
+  return warp_sum(acc);
 }
 
 __global__ void weights_kernel(float* w, int64_t count, int64_t dim, uint64_t key) {
@@ -65,7 +106,9 @@ __global__ void weights_kernel(float* w, int64_t count, int64_t dim, uint64_t ke
 }
 
 // z [n, width] = x [n, dim] @ w [dim, width]; block (kTile, kTileRows), grid (width tiles, row tiles).
-__global__ void project_kernel(const float* x, const float* w, float* z, int64_t n, int64_t dim, int64_t width) {
+// T = float or __half (the float32 sum rounded once when stored).
+template <typename T>
+__global__ void project_kernel(const float* x, const float* w, T* z, int64_t n, int64_t dim, int64_t width) {
   __shared__ float xs[kTile][kTile + 1];
   __shared__ float ws[kTile][kTile + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -90,7 +133,7 @@ __global__ void project_kernel(const float* x, const float* w, float* z, int64_t
 #pragma unroll
     for (int i = 0; i < kTile / kTileRows; ++i) {
       const int64_t row = row0 + ty + kTileRows * i;
-      if (row < n && col < width) z[row * width + col] = acc[i];
+      if (row < n && col < width) store_as(z + row * width + col, acc[i]);
     }
   }
 }
@@ -103,7 +146,8 @@ __global__ void fill_kernel(float* p, int64_t count, float value) {
 }
 
 // score[i] = mean over the m starting points of dist(z_i, z_start), summed in start order.
-__global__ void approx_score_kernel(const float* z, int64_t n, int64_t width, const int64_t* starts, int64_t m,
+template <typename T>
+__global__ void approx_score_kernel(const T* z, int64_t n, int64_t width, const int64_t* starts, int64_t m,
                                     float* score) {
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
@@ -115,13 +159,14 @@ __global__ void approx_score_kernel(const float* z, int64_t n, int64_t width, co
 }
 
 // mean[k] = (1/n) sum_i z[i, k] in float64; block (kWarp, kTileRows) per 32 columns, fixed order.
-__global__ void column_mean_kernel(const float* z, int64_t n, int64_t width, double* mean) {
+template <typename T>
+__global__ void column_mean_kernel(const T* z, int64_t n, int64_t width, double* mean) {
   __shared__ double part[kTileRows][kWarp + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarp + tx;
   double acc = 0.0;
   if (col < width) {
-    for (int64_t i = ty; i < n; i += kTileRows) acc += z[i * width + col];
+    for (int64_t i = ty; i < n; i += kTileRows) acc += to_float(z[i * width + col]);
   }
   part[ty][tx] = acc;
   __syncthreads();
@@ -133,13 +178,14 @@ __global__ void column_mean_kernel(const float* z, int64_t n, int64_t width, dou
 }
 
 // q[i] = |z_i - mean|^2 in float64, one warp per row.
-__global__ void centred_norm_kernel(const float* z, int64_t n, int64_t width, const double* mean, double* q) {
+template <typename T>
+__global__ void centred_norm_kernel(const T* z, int64_t n, int64_t width, const double* mean, double* q) {
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; i < n; i += warps) {
     double acc = 0.0;
     for (int64_t k = lane; k < width; k += kWarp) {
-      const double t = static_cast<double>(z[i * width + k]) - mean[k];
+      const double t = static_cast<double>(to_float(z[i * width + k])) - mean[k];
       acc += t * t;
     }
     for (int off = kWarp / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
@@ -166,14 +212,14 @@ __global__ void exact_score_kernel(const double* q, int64_t n, float* score) {
 
 // kUpdate: score = min(score, dist(z, z[*centre])) (and cover when kCover) before the argmax;
 // otherwise only the per-block argmax of score. One warp per row; lane 0 owns the row's state.
-template <bool kUpdate, bool kCover>
-__global__ void __launch_bounds__(kThreads) update_kernel(const float* z, int64_t n, int64_t width,
+template <typename T, bool kUpdate, bool kCover>
+__global__ void __launch_bounds__(kThreads) update_kernel(const T* z, int64_t n, int64_t width,
                                                           const int64_t* centre, float* score, float* cover,
                                                           Best* block_best) {
   __shared__ Best warp_best[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  const float* c = kUpdate ? z + (*centre) * width : nullptr;
+  const T* c = kUpdate ? z + (*centre) * width : nullptr;
   float best = -1.0f, cover_max = 0.0f;  // scores and distances are >= 0
   int64_t best_i = kNoIndex;
   for (int64_t j = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp; j < n; j += warps) {
@@ -291,39 +337,11 @@ int grid_for(int64_t rows, int blocks_cap) {
   return static_cast<int>(wanted < blocks_cap ? wanted : blocks_cap);
 }
 
-}  // namespace
-
-void kcenter_greedy_cuda(const float* features, const KCenterParams& p, int64_t* indices, double* radius,
-                         int device, uintptr_t stream_handle) {
-  OFDB_CHECK(p.n_points >= 1 && p.dim >= 1, "kcenter_greedy_cuda: features must be non-empty");
-  OFDB_CHECK(p.n_select >= 1 && p.n_select <= p.n_points, "kcenter_greedy_cuda: need 1 <= n_select <= N");
-  OFDB_CHECK(p.n_points < (int64_t{1} << 31), "kcenter_greedy_cuda: N must be < 2**31");
-  OFDB_CHECK(p.method == kKCenterApprox || p.method == kKCenterExact, "kcenter_greedy_cuda: unknown method");
-  OFDB_CHECK(p.method != kKCenterApprox || p.n_starts >= 1, "kcenter_greedy_cuda: n_starts must be >= 1");
-  DeviceGuard guard(device);
-  cudaStream_t stream = as_stream(stream_handle);
-  int sms = 0;
-  OFDB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int blocks_cap = sms * (2048 / kThreads);  // one resident wave
-  const int64_t n = p.n_points, width = kcenter_width(p);
-  Scratch scratch(stream);
-
-  const float* z = features;
-  if (kcenter_projects(p)) {
-    float* w = scratch.get<float>(p.dim * width);
-    const int64_t count = p.dim * width;
-    const uint64_t key = rng::stream_key(p.seed, rng::kStreamCoreset, kCoresetItemProjection);
-    weights_kernel<<<ceil_div(count, kThreads) < blocks_cap ? ceil_div(count, kThreads) : blocks_cap, kThreads, 0,
-                     stream>>>(w, count, p.dim, key);
-    OFDB_CUDA_CHECK_LAUNCH();
-    float* projected = scratch.get<float>(n * width);
-    const int row_tiles = ceil_div(n, kTile);
-    const dim3 grid(ceil_div(width, kTile), row_tiles < 65535 ? row_tiles : 65535);
-    project_kernel<<<grid, dim3(kTile, kTileRows), 0, stream>>>(features, w, projected, n, p.dim, width);
-    OFDB_CUDA_CHECK_LAUNCH();
-    z = projected;
-  }
-
+// Everything after the projection: initial score, then the n_select iterations, on rows z [n, width].
+template <typename T>
+void select_points(const T* z, int64_t width, const KCenterParams& p, int64_t* indices, double* radius,
+                   int blocks_cap, cudaStream_t stream, Scratch& scratch) {
+  const int64_t n = p.n_points;
   float* score = scratch.get<float>(n);
   const int grid = grid_for(n, blocks_cap);
   if (p.method == kKCenterApprox) {
@@ -333,14 +351,14 @@ void kcenter_greedy_cuda(const float* features, const KCenterParams& p, int64_t*
     // Pageable source: the call returns once the bytes are staged, so host_starts may go away.
     OFDB_CUDA_CHECK(cudaMemcpyAsync(starts, host_starts.data(), static_cast<size_t>(m) * sizeof(int64_t),
                                     cudaMemcpyHostToDevice, stream));
-    approx_score_kernel<<<grid, kThreads, 0, stream>>>(z, n, width, starts, m, score);
+    approx_score_kernel<T><<<grid, kThreads, 0, stream>>>(z, n, width, starts, m, score);
     OFDB_CUDA_CHECK_LAUNCH();
   } else {
     double* mean = scratch.get<double>(width);
     double* q = scratch.get<double>(n);
-    column_mean_kernel<<<ceil_div(width, kWarp), dim3(kWarp, kTileRows), 0, stream>>>(z, n, width, mean);
+    column_mean_kernel<T><<<ceil_div(width, kWarp), dim3(kWarp, kTileRows), 0, stream>>>(z, n, width, mean);
     OFDB_CUDA_CHECK_LAUNCH();
-    centred_norm_kernel<<<grid, kThreads, 0, stream>>>(z, n, width, mean, q);
+    centred_norm_kernel<T><<<grid, kThreads, 0, stream>>>(z, n, width, mean, q);
     OFDB_CUDA_CHECK_LAUNCH();
     exact_score_kernel<<<1, kSelectThreads, 0, stream>>>(q, n, score);
     OFDB_CUDA_CHECK_LAUNCH();
@@ -355,20 +373,64 @@ void kcenter_greedy_cuda(const float* features, const KCenterParams& p, int64_t*
   Best* block_best = scratch.get<Best>(grid);
   int64_t* centre = scratch.get<int64_t>(1);
 
-  update_kernel<false, false><<<grid, kThreads, 0, stream>>>(z, n, width, centre, score, cover, block_best);
+  update_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(z, n, width, centre, score, cover, block_best);
   OFDB_CUDA_CHECK_LAUNCH();
   select_kernel<<<1, kSelectThreads, 0, stream>>>(block_best, grid, 0, p.n_select, centre, indices, radius);
   OFDB_CUDA_CHECK_LAUNCH();
   for (int64_t t = 0; t < p.n_select; ++t) {
     if (t == p.n_select - 1 && radius == nullptr) break;  // the last update only feeds the radius
     if (radius != nullptr) {
-      update_kernel<true, true><<<grid, kThreads, 0, stream>>>(z, n, width, centre, score, cover, block_best);
+      update_kernel<T, true, true><<<grid, kThreads, 0, stream>>>(z, n, width, centre, score, cover, block_best);
     } else {
-      update_kernel<true, false><<<grid, kThreads, 0, stream>>>(z, n, width, centre, score, cover, block_best);
+      update_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(z, n, width, centre, score, cover, block_best);
     }
     OFDB_CUDA_CHECK_LAUNCH();
     select_kernel<<<1, kSelectThreads, 0, stream>>>(block_best, grid, t + 1, p.n_select, centre, indices, radius);
     OFDB_CUDA_CHECK_LAUNCH();
+  }
+}
+
+template <typename T>
+T* project(const float* features, const KCenterParams& p, int64_t width, int blocks_cap, cudaStream_t stream,
+           Scratch& scratch) {
+  float* w = scratch.get<float>(p.dim * width);
+  const int64_t count = p.dim * width;
+  const uint64_t key = rng::stream_key(p.seed, rng::kStreamCoreset, kCoresetItemProjection);
+  weights_kernel<<<ceil_div(count, kThreads) < blocks_cap ? ceil_div(count, kThreads) : blocks_cap, kThreads, 0,
+                   stream>>>(w, count, p.dim, key);
+  OFDB_CUDA_CHECK_LAUNCH();
+  T* projected = scratch.get<T>(p.n_points * width);
+  const int row_tiles = ceil_div(p.n_points, kTile);
+  const dim3 grid(ceil_div(width, kTile), row_tiles < 65535 ? row_tiles : 65535);
+  project_kernel<T><<<grid, dim3(kTile, kTileRows), 0, stream>>>(features, w, projected, p.n_points, p.dim, width);
+  OFDB_CUDA_CHECK_LAUNCH();
+  return projected;
+}
+
+}  // namespace
+
+void kcenter_greedy_cuda(const float* features, const KCenterParams& p, int64_t* indices, double* radius,
+                         int device, uintptr_t stream_handle) {
+  OFDB_CHECK(p.n_points >= 1 && p.dim >= 1, "kcenter_greedy_cuda: features must be non-empty");
+  OFDB_CHECK(p.n_select >= 1 && p.n_select <= p.n_points, "kcenter_greedy_cuda: need 1 <= n_select <= N");
+  OFDB_CHECK(p.n_points < (int64_t{1} << 31), "kcenter_greedy_cuda: N must be < 2**31");
+  OFDB_CHECK(p.method == kKCenterApprox || p.method == kKCenterExact, "kcenter_greedy_cuda: unknown method");
+  OFDB_CHECK(p.method != kKCenterApprox || p.n_starts >= 1, "kcenter_greedy_cuda: n_starts must be >= 1");
+  DeviceGuard guard(device);
+  cudaStream_t stream = as_stream(stream_handle);
+  int sms = 0;
+  OFDB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int blocks_cap = sms * (2048 / kThreads);  // one resident wave
+  const int64_t width = kcenter_width(p);
+  Scratch scratch(stream);
+  if (!kcenter_projects(p)) {
+    select_points<float>(features, width, p, indices, radius, blocks_cap, stream, scratch);
+  } else if (p.half_projection) {
+    const __half* z = project<__half>(features, p, width, blocks_cap, stream, scratch);
+    select_points<__half>(z, width, p, indices, radius, blocks_cap, stream, scratch);
+  } else {
+    const float* z = project<float>(features, p, width, blocks_cap, stream, scratch);
+    select_points<float>(z, width, p, indices, radius, blocks_cap, stream, scratch);
   }
 }
 

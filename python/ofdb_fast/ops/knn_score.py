@@ -17,6 +17,11 @@ Backends:
 - ``torch``: the same expansion with ``addmm`` in the input dtype, chunks of ``chunk_size``
   queries (auto: about 2^24 distances per chunk on the CPU, 2^26 on CUDA), ``topk`` and a
   tie fix-up so ties follow the lowest-index rule. Runs on CPU and CUDA tensors (the GPU path).
+- ``triton``: the fused GEMM + running-min kernel of :mod:`ofdb_fast.triton.knn_min` (never
+  materialises ``Q x M``), float32 with IEEE dot products (float64 input is rounded to
+  float32, like faiss). CUDA tensors, or CPU tensors/arrays under ``TRITON_INTERPRET=1``;
+  ``k <= 32``. Not in the ``auto`` order until GPU benchmarks say where it wins. Its float16 /
+  bfloat16 bank mode is used directly by ``patchcore.fast_scorer``.
 - ``faiss``: ``IndexFlatL2`` on the CPU (float64 input is computed in float32); rows are
   re-sorted by (distance, index). faiss breaks ties at the k-th place by id itself.
 
@@ -34,7 +39,7 @@ import numpy as np
 from .. import _arrays, _dispatch, _ext, _validate
 
 OP = "knn_score"
-SUPPORTED = ("numpy", "cpu", "torch", "faiss")
+SUPPORTED = ("numpy", "cpu", "torch", "faiss", "triton")
 _FLOAT_DTYPES = ("float32", "float64")
 
 # Distances materialised per chunk by the torch backend when chunk_size is None.
@@ -99,7 +104,7 @@ def knn_score(
         return_indices: also return the bank indices.
         chunk_size: queries per chunk for the ``numpy`` and ``torch`` backends (bounded
             memory); ``None`` picks one.
-        backend: ``"auto"``, ``"numpy"``, ``"cpu"``, ``"torch"`` or ``"faiss"``.
+        backend: ``"auto"``, ``"numpy"``, ``"cpu"``, ``"torch"``, ``"faiss"`` or ``"triton"``.
 
     Returns:
         ``distances`` ``[Q, k]`` float32 ascending per row, or ``(distances, indices)`` with
@@ -118,6 +123,9 @@ def knn_score(
     device = _arrays.device_of(queries)
     dtype = "float64" if "float64" in (_validate.dtype_name(queries), _validate.dtype_name(bank)) else "float32"
     name = _dispatch.resolve(OP, backend, device, supported=SUPPORTED, auto_order=_auto_order(dtype))
+    if name == "triton":
+        distances, indices = _knn_triton(queries, bank, k)
+        return (distances, indices) if return_indices else distances
     if name == "torch" and _arrays.kind_of(queries) == "torch":
         distances, indices = _knn_torch(queries, bank, k, chunk_size, dtype)
         return (distances, indices) if return_indices else distances
@@ -161,6 +169,29 @@ def _knn_faiss(queries: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarra
     # Order equal distances by index (faiss's heap output is sorted by distance only).
     order = np.lexsort((indices, distances), axis=1)
     return np.take_along_axis(distances, order, 1), np.take_along_axis(indices, order, 1)
+
+
+def _knn_triton(queries: Any, bank: Any, k: int):
+    import torch
+
+    from ..triton.knn_min import MAX_K, knn_min_triton
+
+    if k > MAX_K:
+        raise ValueError(f"k must be <= {MAX_K} for backend 'triton' (a register top-k), got {k}")
+    if _arrays.kind_of(queries) != "torch":  # NumPy (interpreter) or CuPy: zero-copy views
+        q = torch.from_dlpack(queries) if _arrays.kind_of(queries) == "cupy" else torch.from_numpy(queries)
+        b = torch.from_dlpack(bank) if _arrays.kind_of(bank) == "cupy" else torch.from_numpy(bank)
+    else:
+        q, b = queries, bank
+    distances, indices = knn_min_triton(q.to(torch.float32), b.to(torch.float32), k)
+    kind = _arrays.kind_of(queries)
+    if kind == "numpy":
+        return distances.numpy(), indices.numpy()
+    if kind == "cupy":
+        import cupy
+
+        return cupy.from_dlpack(distances), cupy.from_dlpack(indices)
+    return distances, indices
 
 
 def _knn_torch(queries: Any, bank: Any, k: int, chunk_size: int | None, dtype: str):

@@ -3,6 +3,9 @@
 - ``fit --data ROOT [--category C ...] --out DIR``: one model per category in ``DIR/<category>``.
 - ``predict --model DIR IMAGES... --out DIR``: ``scores.csv`` (path, score) and per image the
   map as ``maps/<i>_<stem>.npy`` and an overlay ``maps/<i>_<stem>.png``.
+- ``serve-bench --model DIR [--batch-sizes 1 8 32] [--iters N] [--dtype D] [--baseline]``:
+  p50/p99 latency and throughput of ``FastScorer`` per batch size on random images already on
+  the device (``--baseline``: also the unfused float32 PyTorch path); ``--json FILE`` saves them.
 - ``evaluate --data ROOT [--category C ...] [--model DIR] --out DIR``: fits on the fly unless
   ``--model`` (a model dir, or a dir of ``<category>/`` model dirs) is given; prints the
   per-category table and mean; writes ``results.json``, ``results.csv`` (per category + mean),
@@ -79,7 +82,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("patchcore", help="PatchCore anomaly detection: fit, predict, evaluate",
                               description="PatchCore (Roth et al. 2022) with the reference's MVTec defaults.")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    sub = p.add_subparsers(dest="patchcore_command", metavar="{fit,predict,evaluate}")
+    sub = p.add_subparsers(dest="patchcore_command", metavar="{fit,predict,evaluate,serve-bench}")
 
     fit = sub.add_parser("fit", help="fit one model per category on train/good")
     fit.add_argument("--data", required=True, help="MVTec-layout root or one category directory")
@@ -110,6 +113,19 @@ def register(subparsers) -> None:
     _add_model_args(ev)
     _add_runtime_args(ev)
     ev.set_defaults(func=run_evaluate)
+
+    sb = sub.add_parser("serve-bench", help="latency (p50/p99) and throughput of the fast scoring path")
+    sb.add_argument("--model", required=True, help="a model directory written by fit")
+    sb.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="default 1 8 32")
+    sb.add_argument("--iters", type=int, default=100, help="timed calls per batch size (default 100)")
+    sb.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
+    sb.add_argument("--dtype", default="auto", help="auto | float16 | bfloat16 | float32 (auto: fp16 on CUDA)")
+    sb.add_argument("--device", default="auto", help="cpu | cuda | auto (default auto)")
+    sb.add_argument("--no-graph", action="store_true", help="no CUDA graphs (eager launches)")
+    sb.add_argument("--baseline", action="store_true", help="also time the unfused float32 PyTorch path")
+    sb.add_argument("--json", default=None, help="write the results to this JSON file")
+    sb.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    sb.set_defaults(func=run_serve_bench)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -280,6 +296,54 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- serve-bench
+def run_serve_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import __version__
+    from .fast_scorer import FastScorer, measure_latency, unfused_scorer
+
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise OSError(f"--json {args.json} exists; pass --overwrite to replace it")
+    if any(b < 1 for b in args.batch_sizes):
+        raise ValueError(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
+    model = _load_model(args.model, argparse.Namespace(device=args.device, batch_size=max(args.batch_sizes),
+                                                       knn_backend="auto", aggregate_backend="auto",
+                                                       quiet=True, workers=0))
+    if model.device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick during warm-up
+    scorer = FastScorer(model, batch_sizes=args.batch_sizes, dtype=args.dtype, cuda_graph=not args.no_graph)
+    size = model.config["imagesize"]
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for batch in scorer.batch_sizes:
+        images = torch.randn((batch, 3, size, size), generator=gen).to(model.device)
+        row = {"provider": "fast", **measure_latency(scorer.score, images, iters=args.iters, warmup=args.warmup)}
+        rows.append(row)
+        if args.baseline:
+            base = measure_latency(unfused_scorer(model), images, iters=args.iters, warmup=args.warmup)
+            rows.append({"provider": "torch_fp32", **base})
+            row["speedup_vs_torch_fp32"] = base["mean_ms"] / row["mean_ms"]
+    device = torch.cuda.get_device_name() if model.device == "cuda" else "cpu"
+    header = ["provider", "batch", "p50_ms", "p99_ms", "mean_ms", "images_per_s", "speedup"]
+    print(f"serve-bench: {model.config['backbone']} {size}x{size}, bank {tuple(model.memory_bank.shape)}, "
+          f"dtype {str(scorer.dtype).replace('torch.', '')}, graphs {scorer.cuda_graph}, {device}")
+    table = [header] + [[r["provider"], str(r["batch"])] + [f"{r[k]:.3f}" for k in header[2:5]]
+                        + [f"{r['images_per_s']:.1f}", f"{r['speedup_vs_torch_fp32']:.2f}x"
+                           if "speedup_vs_torch_fp32" in r else "-"] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths)))
+    if args.json:
+        doc = {"ofdb_fast_version": __version__, "device": device, "model": str(args.model),
+               "dtype": str(scorer.dtype).replace("torch.", ""), "cuda_graph": scorer.cuda_graph,
+               "imagesize": size, "memory_bank_shape": list(model.memory_bank.shape),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": rows}
+        _write_text(Path(args.json), json.dumps(doc, indent=2) + "\n")
+        print(f"results -> {args.json}")
+    return 0
+
+
 # ----------------------------------------------------------------------- evaluate
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
@@ -392,3 +456,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         print(f"report -> {write_report(out, overwrite=args.overwrite)}")
     return 0
+
