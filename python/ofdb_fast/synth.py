@@ -21,13 +21,13 @@ Conventions:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from ._io import prepare_output_dir, staged_dir
 
 TEXTURES = ("weave", "grain")
 OBJECTS = ("washer", "plate")
@@ -433,29 +433,13 @@ def make_dataset(root: str | os.PathLike, *, categories: list[str] | tuple[str, 
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"output {root} must be a directory, got a file")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise ValueError(f"output {root} is not empty; pass overwrite=True (--overwrite) to replace "
-                         f"its synthetic categories")
-    root.mkdir(parents=True, exist_ok=True)
+    root = prepare_output_dir(root, overwrite, "output", error=ValueError,
+                              hint="pass overwrite=True (--overwrite) to replace its synthetic categories")
     result: dict[str, Any] = {"root": str(root), "categories": {}, "n_images": 0}
     for cat in cats:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{cat}.tmp-", dir=root))
-        try:
+        with staged_dir(root / cat) as tmp:
             counts = _write_category(tmp, cat, int(size), int(n_train), int(n_test_good), int(n_test_defect),
                                      int(seed))
-            final = root / cat
-            if final.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{cat}.old-", dir=root))
-                os.replace(final, old / cat)
-                os.replace(tmp, final)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         result["categories"][cat] = counts
         result["n_images"] += sum(counts.values())
     return result

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+from ofdb_fast._io import is_temp_name
 from ofdb_fast.cli import main
 from ofdb_fast.synth import make_dataset
 
@@ -108,7 +109,7 @@ def test_cli_outputs(plate, tmp_path):
     from PIL import Image
 
     assert Image.open(sheets[0]).size[0] > 64
-    assert not list(out.rglob("*.tmp"))
+    assert not [p for p in out.rglob(".*") if is_temp_name(p.name)]
     # A non-empty --out is refused without --overwrite.
     assert main(["cluster", "--data", str(plate), "--out", str(out), *CLI_SMALL]) == 2
     assert main(["cluster", "--data", str(plate), "--out", str(out), "--overwrite", "--no-sheets",

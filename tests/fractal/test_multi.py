@@ -173,13 +173,11 @@ def test_bad_inputs(fake, params, kwargs, exc, match):
         multi.render_multi_fractals(args.pop("params"), args.pop("class_blocks"), args.pop("image_ids"), **args)
 
 
-def test_blur_equals_single_fractal_blur():
-    # the multi canvas blur is the render op's blur, bit for bit
+def test_blur_is_single_fractal_blur():
+    # the multi canvas blur is the render op's blur: one implementation, not a copy to keep in sync
     from ofdb_fast.reference.ifs_render import blur3
 
-    img = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    for sigma in np.linspace(0.5, 1.0, 7):
-        np.testing.assert_array_equal(multi.blur3(img, sigma), blur3(img, sigma))
+    assert multi.blur3 is blur3
 
 
 @pytest.mark.parametrize("backend", backend_params("cpu", "cuda"))

@@ -21,9 +21,10 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .._io import atomic_write, atomic_write_text, prepare_output_dir
 
 THUMB = 96
 SHEET_COLUMNS = 8
@@ -78,35 +79,12 @@ def _n_clusters(value: str) -> int | str:
     return k
 
 
-def _prepare_out(out: str, overwrite: bool) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise OSError(f"--out {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise OSError(f"--out {path} is not empty; pass --overwrite to replace its results")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
+    return prepare_output_dir(out, overwrite, "--out", hint="pass --overwrite to replace its results")
 
 
 def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-
-    _atomic(path, write)
+    atomic_write_text(path, text, makedirs=True)
 
 
 def _tau_name(tau: float) -> str:
@@ -170,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 members = [i for i in np.flatnonzero(r.clusters == c)]
                 sheet = contact_sheet([res.paths[i] for i in members], [res.defect_types[i] for i in members])
                 target = out / "sheets" / f"{r.mode}_tau{_tau_name(r.tau)}" / f"cluster_{c:02d}.png"
-                _atomic(target, lambda tmp, s=sheet: s.save(tmp, format="PNG"))
+                atomic_write(target, lambda tmp, s=sheet: s.save(tmp, format="PNG"), makedirs=True)
     _write_text(out / "assignments.csv", buf.getvalue())
     doc = {"ofdb_fast_version": __version__, "data": str(data), **res.info, "runs": runs}
     _write_text(out / "metrics.json", json.dumps(doc, indent=2, default=str) + "\n")

@@ -56,13 +56,13 @@ import io
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._io import refuse_nonempty_dir, staged_dir
 
 KSDD_SIZE = (500, 1240)  # (W, H), the reference's cv2 dsize
 KSDD2_SIZE = (232, 640)  # (W, H), the official KolektorSDD2 input size
@@ -220,11 +220,8 @@ def _check_paths(src: Any, dst: Any, category: str, overwrite: bool) -> tuple[Pa
     if rd == rs or rs in rd.parents or rd in rs.parents:
         raise ValueError(f"destination {dst} must not be the source {src}, inside it, or contain it "
                          f"(the source is never modified)")
-    if dst.exists() and not dst.is_dir():
-        raise OSError(f"destination {dst} exists and is not a directory")
-    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise OSError(f"destination {dst} is not empty; pass --overwrite (overwrite=True) to replace "
-                      f"{dst / category}")
+    refuse_nonempty_dir(dst, overwrite, "destination", hint=f"pass --overwrite (overwrite=True) to replace "
+                                                           f"{dst / category}")
     return src, dst
 
 
@@ -259,8 +256,7 @@ def _write_category(dst: Path, category: str, plan: list[tuple[_Item, str, str |
                     size: tuple[int, int] | None, fit: str, report: ConversionReport) -> None:
     """Write ``plan`` (item, output image rel path, output mask rel path) atomically."""
     dst.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{category}.tmp-", dir=dst))
-    try:
+    with staged_dir(dst / category) as tmp:
         rows = []
         for it, out_img, out_mask in plan:
             image = _decode(it.image, grey=False)
@@ -275,17 +271,6 @@ def _write_category(dst: Path, category: str, plan: list[tuple[_Item, str, str |
             (tmp / sub).mkdir(parents=True, exist_ok=True)
         (tmp / "manifest.csv").write_text(_csv(rows))
         (tmp / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        final = dst / category
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{category}.old-", dir=dst))
-            os.replace(final, old / category)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_common(fit: str, seed: Any) -> None:

@@ -22,6 +22,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from .._io import atomic_write, refuse_overwrite
+
 CHECKPOINT_FORMAT = "ofdb_fast.checkpoint"
 BACKBONE_FORMAT = "ofdb_fast.backbone"
 FORMAT_VERSION = 1
@@ -42,24 +44,10 @@ def _cpu(t):
 
 
 def atomic_save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict) -> None:
-    """Write ``tensors`` + string ``metadata`` to ``path`` atomically (temp file + os.replace)."""
+    """Write ``tensors`` + string ``metadata`` to ``path`` atomically and fsynced (:mod:`ofdb_fast._io`)."""
     from safetensors.torch import save_file
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a plain file, as open() would create it
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), fsync=True, makedirs=True)
 
 
 def save_checkpoint(path, *, model_state: dict, optim_state: dict | None, state: dict, rng: dict | None = None,
@@ -179,8 +167,7 @@ def export_backbone(ckpt_path, out_path, *, arch: str | None = None, overwrite: 
     out_path = os.fspath(out_path)
     if not out_path.endswith(".safetensors"):
         raise ValueError(f"export output must end with .safetensors, got {out_path}")
-    if os.path.exists(out_path) and not overwrite:
-        raise OSError(f"export output {out_path} exists; pass --overwrite to replace it")
+    refuse_overwrite(out_path, overwrite, "export output")
     ckpt = load_checkpoint(ckpt_path)
     ckpt_arch = ckpt.state.get("config", {}).get("arch")
     if arch is not None and ckpt_arch is not None and arch != ckpt_arch:

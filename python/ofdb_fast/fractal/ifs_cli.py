@@ -17,6 +17,8 @@ import argparse
 import os
 import time
 
+from .._io import refuse_overwrite
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -80,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"--save_path directory {directory} does not exist")
-    if os.path.exists(path) and not args.overwrite:
-        raise FileExistsError(f"--save_path {path} already exists; pass --overwrite to replace it")
+    refuse_overwrite(path, args.overwrite, "--save_path", error=FileExistsError)
     t0 = time.perf_counter()
     params = sample_systems(args.num_systems, min_n=args.min_n, max_n=args.max_n, bval=args.bval,
                             beta=beta, seed=args.seed, rng=args.rng)

@@ -37,11 +37,10 @@ point on uint8; the canvas is always black (no diamond-square background yet).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..reference import _rng
+from ..reference.ifs_render import blur3  # the render op's canvas blur, shared bit for bit
 from .ifs import IFSParams
 
 N_OBJECTS = (4, 10)  # inclusive range of objects per image
@@ -75,33 +74,6 @@ def resize_bilinear(img: np.ndarray, height: int, width: int) -> np.ndarray:
     x = (1.0 - fc) * x[:, c0] + fc * x[:, c1]
     fr = fr[:, None, None]
     x = (1.0 - fr) * x[r0] + fr * x[r1]
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def _reflect101(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left/right neighbour indices with reflect-101 borders (``-1 -> 1``, ``n -> n - 2``)."""
-    idx = np.arange(n)
-    if n == 1:
-        return idx, idx
-    left, right = idx - 1, idx + 1
-    left[0], right[-1] = 1, n - 2
-    return left, right
-
-
-def blur3(img: np.ndarray, sigma: float) -> np.ndarray:
-    """3x3 Gaussian blur of ``img [H, W, C]`` uint8 (see module docstring), uint8 out.
-
-    Example:
-        >>> blur3(np.full((4, 5, 3), 7, np.uint8), 0.8).max()
-        np.uint8(7)
-    """
-    w = math.exp(-1.0 / (2.0 * sigma * sigma))
-    k0, k1 = w / ((w + 1.0) + w), 1.0 / ((w + 1.0) + w)
-    x = img.astype(np.float64)
-    left, right = _reflect101(x.shape[1])
-    x = (k0 * x[:, left] + k1 * x) + k0 * x[:, right]
-    up, down = _reflect101(x.shape[0])
-    x = (k0 * x[up] + k1 * x) + k0 * x[down]
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 

@@ -27,10 +27,10 @@ import importlib
 import json
 import os
 import pickle
-import tempfile
 
 import numpy as np
 
+from .._io import atomic_open, refuse_overwrite
 from .ifs import IFSParams
 
 FORMAT_VERSION = 1
@@ -80,26 +80,16 @@ class _Refused(ValueError):
 
 
 def _check_overwrite(path: str, overwrite: bool) -> None:
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    refuse_overwrite(path, overwrite, hint="pass overwrite=True (--overwrite) to replace it", error=FileExistsError)
 
 
 def _atomic_write(path: str, write, overwrite: bool) -> None:
     """Call ``write(fileobj)`` on a temporary file next to ``path``, then move it into place."""
     _check_overwrite(path, overwrite)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+    # fsync: parameter files define whole datasets and are cheap to sync (one file).
+    with atomic_open(path, "wb", fsync=True) as f:
+        write(f)
         _check_overwrite(path, overwrite)  # appeared while we were writing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _to_json(value):

@@ -35,6 +35,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 
+from .._io import atomic_write_json, refuse_nonempty_dir
+
 ARCHS = ("resnet18", "resnet50", "wide_resnet50_2")
 # Counter-RNG streams private to pretraining (keys of reference/_rng.stream_key).
 _STREAM_PERM = 32
@@ -415,8 +417,8 @@ def _open_source(args, device):
 
 
 def _prepare_out(out: str, overwrite: bool, resume: str | None) -> None:
-    if os.path.isdir(out) and os.listdir(out) and not (overwrite or resume):
-        raise OSError(f"--out {out} is not empty; pass --overwrite (or --resume CKPT to continue a run)")
+    refuse_nonempty_dir(out, bool(overwrite or resume), "--out",
+                        hint="pass --overwrite (or --resume CKPT to continue a run)")
     if overwrite and not resume and os.path.isfile(os.path.join(out, "metrics.jsonl")):
         os.remove(os.path.join(out, "metrics.jsonl"))
     os.makedirs(out, exist_ok=True)
@@ -465,9 +467,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.load(args.resume)
     if rank == 0:
-        with open(os.path.join(args.out, "config.json"), "w") as f:
-            json.dump({"config": asdict(cfg), "source": source.describe(), "versions": _versions(),
-                       "world_size": world, "device": str(device)}, f, indent=2)
+        atomic_write_json(os.path.join(args.out, "config.json"),
+                          {"config": asdict(cfg), "source": source.describe(), "versions": _versions(),
+                           "world_size": world, "device": str(device)})
     trainer.fit(max_steps=args.max_steps, export=args.export)
     if world > 1:
         import torch.distributed as dist

@@ -3,8 +3,9 @@ streaming tar / npz shard writers.
 
 Conventions:
 - Images are ``uint8 [H, W, 3]`` RGB (or ``[H, W]`` gray), C order.
-- Every file appears only through ``os.replace`` of a temp file in the same directory named
-  ``.{name}.tmp-{pid}``, so a file that exists is complete; an interrupted run leaves at most
+- Every file appears only through ``os.replace`` of a temp file in the same directory
+  (:mod:`ofdb_fast._io`: ``.{name}.{token}.tmp-{pid}`` for whole files, ``.{name}.tmp-{pid}``
+  for streamed shards), so a file that exists is complete; an interrupted run leaves at most
   temp files, which :func:`is_temp_name` recognises and ``generate --resume`` removes.
 - Output bytes are a pure function of the pixels and the options: no timestamps, user names
   or other host state go into PNG, tar or npz files (shards written on different machines are
@@ -32,8 +33,9 @@ import zlib
 
 import numpy as np
 
+from .._io import atomic_write_bytes, is_temp_name, remove_quietly, temp_path  # noqa: F401 (re-exported)
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TEMP_MARK = ".tmp-"
 # A fixed zip timestamp (the earliest zip can store) keeps npz shards byte-reproducible.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -82,43 +84,6 @@ def encode_png(image: np.ndarray, level: int = 1, strategy: int = zlib.Z_RLE) ->
     return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
-def temp_path(path: str) -> str:
-    """The temp name used while ``path`` is being written: ``.{name}.tmp-{pid}`` beside it."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}")
-
-
-def is_temp_name(name: str) -> bool:
-    """True for a temp file name this module creates (any pid)."""
-    if not name.startswith("."):
-        return False
-    head, mark, pid = name.rpartition(TEMP_MARK)
-    return bool(mark) and len(head) > 1 and pid.isdigit()
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``.
-
-    On any error the temp file is removed and the error propagates; ``path`` is either
-    untouched or complete.
-    """
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
 class _AtomicShard:
     """Base for shard writers: writes into the temp file, ``close`` renames it into place,
     ``abort`` (or an exception inside ``with``) removes it."""
@@ -151,7 +116,7 @@ class _AtomicShard:
         try:
             self._file.close()
         finally:
-            _remove_quietly(self.tmp)
+            remove_quietly(self.tmp)
 
     def __enter__(self):
         return self

@@ -76,22 +76,34 @@ def default_layers(backbone: str) -> tuple[str, ...]:
     return _vit(backbone).default_layers(backbone) if _vit(backbone) else DEFAULT_LAYERS
 
 
-def check_layers(layers: Any, backbone: str | None = None) -> tuple[str, ...]:
-    if backbone is not None and _vit(backbone):
-        return _vit(backbone).check_layers(backbone, layers)
+def split_layers(layers: Any) -> tuple[str, ...]:
+    """``"layer2,layer3"``, ``"layer2 layer3"`` or a sequence of str -> a tuple of names.
+
+    Shared by every backbone family; the names themselves are checked by the caller.
+    """
     if isinstance(layers, str):
         layers = [s for s in layers.replace(",", " ").split() if s]
     if not isinstance(layers, Sequence) or not all(isinstance(s, str) for s in layers):
         raise TypeError(f"layers must be a sequence of layer names, got {layers!r}")
-    layers = tuple(layers)
+    return tuple(layers)
+
+
+def require_distinct_layers(layers: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must not repeat a layer, got {layers}")
+    return layers
+
+
+def check_layers(layers: Any, backbone: str | None = None) -> tuple[str, ...]:
+    if backbone is not None and _vit(backbone):
+        return _vit(backbone).check_layers(backbone, layers)
+    layers = split_layers(layers)
     if not layers:
         raise ValueError(f"layers must name at least one of {LAYER_NAMES}, got ()")
     bad = [s for s in layers if s not in LAYER_NAMES]
     if bad:
         raise ValueError(f"layers must be names from {LAYER_NAMES}, got {bad}")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"layers must not repeat a layer, got {layers}")
-    return layers
+    return require_distinct_layers(layers)
 
 
 def layer_channels(backbone: str, layers: Sequence[str]) -> list[int]:

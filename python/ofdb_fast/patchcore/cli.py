@@ -29,10 +29,11 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from .._io import atomic_open, atomic_write_text, prepare_output_dir, refuse_nonempty_dir
 
 METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
 
@@ -130,26 +131,11 @@ def register(subparsers) -> None:
 
 # ------------------------------------------------------------------------- helpers
 def _prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OSError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OSError(f"--out {out} is not empty; pass --overwrite to replace its results")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return prepare_output_dir(out, overwrite, "--out", hint="pass --overwrite to replace its results")
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text, makedirs=True)
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -211,8 +197,7 @@ def run_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for cat_dir in cats:  # refuse before any work
         target = out / Path(cat_dir).name
-        if target.is_dir() and any(target.iterdir()) and not args.overwrite:
-            raise OSError(f"model directory {target} is not empty; pass --overwrite to replace it")
+        refuse_nonempty_dir(target, args.overwrite, "model directory")
     for cat_dir in cats:
         name = Path(cat_dir).name
         model = PatchCore(**_model_kwargs(args))
@@ -284,7 +269,8 @@ def run_predict(args: argparse.Namespace) -> int:
         scores, maps = model.predict(images)
         for j, (p, s, m) in enumerate(zip(chunk, scores, maps)):
             stem = f"{start + j:05d}_{p.stem}"
-            np.save(maps_dir / f"{stem}.npy", m)
+            with atomic_open(maps_dir / f"{stem}.npy") as f:
+                np.save(f, m)
             if not args.no_png:
                 save_overlay(maps_dir / f"{stem}.png", images[j], None, m, mean=pre.mean, std=pre.std,
                              vmin=float(m.min()), vmax=float(m.max()))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import atomic_write, atomic_write_json, prepare_output_dir
 from .._validate import require_float, require_int
 from . import backbones as _bb
 from . import fewshot as _fewshot
@@ -429,11 +429,8 @@ class PatchCore:
 
         self._require_fitted()
         directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise OSError(f"model directory {directory} exists and is not a directory")
-        if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-            raise OSError(f"model directory {directory} is not empty; pass overwrite=True (--overwrite) to replace it")
-        directory.mkdir(parents=True, exist_ok=True)
+        prepare_output_dir(directory, overwrite, "model directory",
+                           hint="pass overwrite=True (--overwrite) to replace it")
         tensors = {"memory_bank": self.memory_bank.detach().float().cpu().contiguous()}
         for i, lb in enumerate(self.layer_banks or []):
             tensors[f"layer_bank.{i}"] = lb.detach().float().cpu().contiguous()
@@ -451,9 +448,8 @@ class PatchCore:
             "backbone_saved": saved_backbone,
             "fit_info": self.fit_info,
         }
-        _atomic_write(directory / TENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-        _atomic_write(directory / CONFIG_FILE,
-                      lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+        atomic_write(directory / TENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        atomic_write_json(directory / CONFIG_FILE, config, sort_keys=True)
         return directory
 
     @classmethod
@@ -540,15 +536,3 @@ def _pop_layer_banks(tensors: dict, cfg: dict, path: Path) -> list | None:
             raise ValueError(f"{path} {k} must be a finite float32 [R, C] tensor with R >= 1, got "
                              f"{str(lb.dtype).replace('torch.', '')} {list(lb.shape)}")
     return banks or None
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -10,11 +10,11 @@ plotting library is needed. Files are written to a temporary name and moved into
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
+
+from .._io import atomic_write
 
 # Colour ramp anchors (position in [0, 1], RGB in [0, 1]).
 _RAMP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -63,17 +63,8 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write uint8 ``[H, W, 3]`` (or ``[H, W]``) as PNG atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), makedirs=True)
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, mask: np.ndarray | None, amap: np.ndarray, *,

@@ -109,11 +109,9 @@ def default_layers(name: str) -> tuple[str, ...]:
 
 def check_layers(name: str, layers: Any) -> tuple[str, ...]:
     """Validate layer names for ``name`` (block indices are range-checked at build time)."""
-    if isinstance(layers, str):
-        layers = [s for s in layers.replace(",", " ").split() if s]
-    if not isinstance(layers, Sequence) or not all(isinstance(s, str) for s in layers):
-        raise TypeError(f"layers must be a sequence of layer names, got {layers!r}")
-    layers = tuple(layers)
+    from .backbones import require_distinct_layers, split_layers
+
+    layers = split_layers(layers)
     if not layers:
         raise ValueError(f"layers must name at least one layer of {name}, got ()")
     if _is_clip_resnet(name):
@@ -124,9 +122,7 @@ def check_layers(name: str, layers: Any) -> tuple[str, ...]:
         want = "'blocks.N' (block N's output, 0-based; negative N counts from the end)"
     if bad:
         raise ValueError(f"layers of {name} must be {want}, got {bad}")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"layers must not repeat a layer, got {layers}")
-    return layers
+    return require_distinct_layers(layers)
 
 
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

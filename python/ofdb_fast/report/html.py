@@ -28,13 +28,13 @@ import html
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._io import atomic_write_text, refuse_overwrite
 from . import plots
 
 METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
@@ -507,24 +507,11 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     root = Path(run_dir)
     runs = load_runs(root)
     target = Path(out) if out is not None else root / DEFAULT_NAME
-    if target.exists() and not overwrite:
-        raise OSError(f"report {target} exists; pass --overwrite to replace it")
+    refuse_overwrite(target, overwrite, "report")
     if target.is_dir():
         raise OSError(f"report {target} is a directory; give a file name with --out")
     extra = _read_timings(root) if len(runs) > 1 else {}
     page = render_report(runs, title=title or f"PatchCore report: {root.resolve().name}", run_dir=str(root),
                          extra_timings=extra)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(target, page, makedirs=True)  # 0o644-style permissions: a report is meant to be shared
     return target
