@@ -149,8 +149,8 @@ def step_fractals(cfg: DemoConfig, out: Path, seed: int, progress: bool) -> dict
     from .fractal.dataset import GenerateOptions, generate
 
     opts = GenerateOptions(dataset_dir=str(out / "fractals"), num_systems=cfg.num_class, num_class=cfg.num_class,
-                           per_class=1, size=cfg.render_size, n_points=cfg.n_points, background=cfg.background, seed=seed,
-                           progress=progress)
+                           per_class=1, size=cfg.render_size, n_points=cfg.n_points, background=cfg.background,
+                           seed=seed, progress=progress)
     res = generate(opts)
     _say(f"[1/5] fractals: {res.n_written} images ({cfg.num_class} classes x 1, {cfg.render_size} px, "
          f"{cfg.n_points} points) in {res.seconds:.2f} s = {res.images_per_second:.1f} images/s -> {opts.dataset_dir}")
@@ -166,7 +166,8 @@ def train_config(cfg: DemoConfig, seed: int):
     # budget this small), eval/checkpoints only at the end.
     return TrainConfig(arch=cfg.arch, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                        warmup_epochs=cfg.warmup_epochs, warmup_lr_init=cfg.warmup_lr_init, crop_size=cfg.crop_size,
-                       mix_prob=cfg.mix_prob, auto_augment=cfg.auto_augment, erase_p=cfg.erase_p, seed=seed, eval_every=cfg.epochs, ckpt_every=cfg.epochs, log_every=1)
+                       mix_prob=cfg.mix_prob, auto_augment=cfg.auto_augment, erase_p=cfg.erase_p, seed=seed,
+                       eval_every=cfg.epochs, ckpt_every=cfg.epochs, log_every=1)
 
 
 def step_pretrain(cfg: DemoConfig, out: Path, seed: int, progress: bool) -> tuple[dict, Path]:
@@ -203,7 +204,8 @@ def step_pretrain(cfg: DemoConfig, out: Path, seed: int, progress: bool) -> tupl
     info = {"seconds": round(seconds, 2), "steps": steps, "epochs": cfg.epochs, "images": n_images,
             "images_per_s": round(n_images / seconds, 2), "batch_size": cfg.batch_size, "crop_size": cfg.crop_size,
             "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs, "auto_augment": cfg.auto_augment,
-            "mix_prob": cfg.mix_prob, "erase_p": cfg.erase_p, "loss_first5": round(first, 4), "loss_last5": round(last, 4),
+            "mix_prob": cfg.mix_prob, "erase_p": cfg.erase_p, "loss_first5": round(first, 4),
+            "loss_last5": round(last, 4),
             "train_top1": acc[-1] if acc else None, "final_step_loss": record.get("loss")}
     return info, export
 
