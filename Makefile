@@ -38,7 +38,7 @@ test: install
 	OFDB_FAST_REQUIRE_EXT=1 OFDB_WITH_CUDA=$(OFDB_WITH_CUDA) $(PY) -m pytest -q
 
 demo: install
-	$(VENV)/bin/ofdb-fast demo --out $(DEMO_DIR)
+	$(VENV)/bin/ofdb-fast demo --out $(DEMO_DIR) --overwrite
 
 # Developer loop: build _C in place (python/ofdb_fast/_C*.so), then
 #   PYTHONPATH=python $(PY) -m pytest tests/...

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "ofdb_fast.synth",
     "ofdb_fast.report.cli",
     "ofdb_fast.convert.cli",
+    "ofdb_fast.demo",
 )
 
 
