@@ -1,8 +1,10 @@
 """Benchmark kcenter_greedy (PatchCore approximate greedy coreset): providers x sizes.
 
-Providers: ``torch`` (baseline: the reference project's Python loop of small torch ops, on the
-GPU when there is one, else on the CPU), ``numpy`` (the reference), ``cpu`` (C++/OpenMP) and
-``cuda`` (fused kernels). Sizes ``(N, D, percentage)`` come from ``bench_sizes("kcenter_greedy")``;
+Providers: ``reference`` (the reference sampler's per-iteration work as patchcore.md describes it:
+distances by the expansion ``|a|^2 - 2ab + |b|^2`` with the norms recomputed every call, clamp,
+sqrt, running minimum via ``cat`` + ``min``; on the GPU when there is one), ``torch`` (this
+package's lean Python loop of torch ops, same structure without the recomputed norms), ``numpy``
+(the spec), ``cpu`` (C++/OpenMP) and ``cuda`` (fused kernels). Sizes ``(N, D, percentage)`` come from ``bench_sizes("kcenter_greedy")``;
 the NumPy reference and the CPU torch loop only run up to ``SLOW_MAX_POINTS`` rows (at the paper
 size they take tens of minutes). ``extra_info``: patches/s (N / time) and iterations/s.
 """
@@ -21,7 +23,28 @@ from ofdb_fast.testing import backend_params
 
 OP = "kcenter_greedy"
 SLOW_MAX_POINTS = 20_000
-PROVIDERS = backend_params("torch", "numpy", "cpu", "cuda")
+PROVIDERS = [pytest.param("reference", id="reference"), *backend_params("torch", "numpy", "cpu", "cuda")]
+
+
+def _reference_loop(features, percentage: float, n_starts: int = 10, seed: int = 0) -> list[int]:
+    """The reference's approximate greedy coreset loop (no projection: D == 128 here)."""
+    import torch
+
+    def dist(a, b):
+        aa = a.unsqueeze(1).bmm(a.unsqueeze(2)).reshape(-1, 1)
+        bb = b.unsqueeze(1).bmm(b.unsqueeze(2)).reshape(1, -1)
+        return (-2 * a.mm(b.T) + aa + bb).clamp(0, None).sqrt()
+
+    n = len(features)
+    starts = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n_starts, n)]
+    score = dist(features, features[starts.to(features.device)]).mean(dim=-1, keepdim=True)
+    picked = []
+    for _ in range(int(n * percentage)):
+        i = int(torch.argmax(score))
+        picked.append(i)
+        score = torch.min(torch.cat([score, dist(features, features[i : i + 1])], dim=-1), dim=1).values
+        score = score.reshape(-1, 1)
+    return picked
 
 
 def _features(n: int, dim: int) -> np.ndarray:
@@ -32,20 +55,23 @@ def _features(n: int, dim: int) -> np.ndarray:
 @pytest.mark.parametrize("backend", PROVIDERS)
 def test_kcenter_greedy(benchmark, backend, size):
     n, dim, percentage = size
-    on_gpu = backend == "cuda" or (backend == "torch" and _dispatch.has_cuda())
-    slow = backend == "numpy" or (backend == "torch" and not on_gpu)
+    on_gpu = backend == "cuda" or (backend in ("torch", "reference") and _dispatch.has_cuda())
+    slow = backend == "numpy" or (backend in ("torch", "reference") and not on_gpu)
     if slow and n > SLOW_MAX_POINTS:
         pytest.skip(f"{backend} on the CPU only runs up to {SLOW_MAX_POINTS} points")
     x = _features(n, dim)
-    if on_gpu:
+    if on_gpu or backend == "reference":
         import torch
 
-        x = torch.from_numpy(x).cuda()
+        x = torch.from_numpy(x).cuda() if on_gpu else torch.from_numpy(x)
     seconds: list[float] = []
 
     def run():
         start = time.perf_counter()
-        kcenter_greedy(x, percentage=percentage, backend=backend)
+        if backend == "reference":
+            _reference_loop(x, percentage)
+        else:
+            kcenter_greedy(x, percentage=percentage, backend=backend)
         if on_gpu:
             import torch
 

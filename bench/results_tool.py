@@ -54,6 +54,17 @@ def _throughput(extra: dict) -> str:
     return ""
 
 
+def _common_rate_key(rows: list[dict]) -> str | None:
+    """A throughput key every row of a group reports (providers may time different amounts
+    of work, e.g. 8 images for a slow baseline and 64 for a kernel: then rates, not medians,
+    are comparable)."""
+    keys = None
+    for bench in rows:
+        rates = {k for k in bench.get("extra_info", {}) if k.endswith("_per_s")}
+        keys = rates if keys is None else keys & rates
+    return sorted(keys)[0] if keys else None
+
+
 def markdown(data: dict) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for bench in data["benchmarks"]:
@@ -73,17 +84,22 @@ def markdown(data: dict) -> str:
     ]
     for group in sorted(groups):
         rows = groups[group]
-        medians = {_provider(b): b["stats"]["median"] for b in rows}
-        present = [p for p in BASELINES if p in medians]
+        rate_key = _common_rate_key(rows)
+        # cost[p]: seconds per unit of work (1 / rate) when rates exist, else the median time.
+        cost = {_provider(b): (1.0 / b["extra_info"][rate_key] if rate_key else b["stats"]["median"]) for b in rows}
+        present = [p for p in BASELINES if p in cost]
         lines.append(f"## {group}")
+        lines.append("")
+        basis = rate_key.replace("_per_s", "/s") if rate_key else "median times"
+        lines.append(f"Speed-ups computed from {basis}.")
         lines.append("")
         header = "| provider | median | throughput |" + "".join(f" x vs {p} |" for p in present)
         lines.append(header)
         lines.append("|" + "---|" * (3 + len(present)))
-        for bench in sorted(rows, key=lambda b: b["stats"]["median"], reverse=True):
+        for bench in sorted(rows, key=lambda b: cost[_provider(b)], reverse=True):
             name = _provider(bench)
             median = bench["stats"]["median"]
-            ratios = "".join(f" {medians[p] / median:.1f} |" for p in present)
+            ratios = "".join(f" {cost[p] / cost[name]:.1f} |" for p in present)
             lines.append(f"| {name} | {_fmt_time(median)} | {_throughput(bench.get('extra_info', {}))} |{ratios}")
         lines.append("")
     return "\n".join(lines)

@@ -61,3 +61,13 @@ def test_bad_file_is_a_clear_error(tool, tmp_path):
     bad.write_text("{}")
     with pytest.raises(SystemExit, match="not a pytest-benchmark JSON"):
         tool.main(["markdown", str(bad)])
+
+
+def test_ratios_use_rates_when_providers_time_different_amounts_of_work(tool):
+    data = _result({"reference": 0.8, "cpu": 0.4})  # 8 images vs 64 images
+    data["benchmarks"][0]["extra_info"]["images_per_s"] = 10.0
+    data["benchmarks"][1]["extra_info"]["images_per_s"] = 160.0
+    text = tool.markdown(data)
+    row = next(line for line in text.splitlines() if line.startswith("| cpu "))
+    assert row.rstrip().endswith("16.0 |")  # 160 / 10 images/s, not 0.8 / 0.4 s
+    assert "Speed-ups computed from images/s." in text
