@@ -59,6 +59,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._io import atomic_write_json
+
 MARKER = "demo.json"
 # Everything a demo run writes directly under --out (what --overwrite may remove).
 OWN_ENTRIES = ("fractals", "pretrain", "synth", "eval_fractal", "eval_random", "timings.json", "report.html", MARKER)
@@ -135,9 +137,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, doc, indent=2)
 
 
 def _say(msg: str) -> None:
