@@ -139,3 +139,11 @@ def test_overlay_panel_layout():
     assert np.all(colorize(np.ones((2, 2)), 1.0, 1.0) == colorize(np.zeros((1, 1)), 0.0, 1.0)[0, 0])
     with pytest.raises(ValueError, match="amap must have the image's size"):
         overlay_panel(image, None, amap[:5], mean=mean, std=std, vmin=0.0, vmax=1.0)
+
+
+def test_backbone_weights_is_an_alias_of_weights():
+    from ofdb_fast.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["patchcore", "fit", "--data", "d", "--out", "o", "--backbone-weights", "backbone.safetensors"])
+    assert args.weights == "backbone.safetensors"

@@ -45,7 +45,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
            "dino_vitb8 | dino_vitb16 | dino_vits8 | dino_vits16 | vit_base | clip_rn50 | clip_rn101")
     a("--layers", default=None,
       help="comma-separated backbone layers (default layer2,layer3; ViTs: blocks.-2,blocks.-1)")
-    a("--weights", default="IMAGENET1K_V1",
+    a("--weights", "--backbone-weights", dest="weights", default="IMAGENET1K_V1",
       help="torchvision weights name (IMAGENET1K_V1; needs the file in the torch hub cache or network), "
            "a checkpoint (.safetensors/.pt/.pth), or 'random' (tests only)")
     a("--resize", type=int, default=256, help="shorter side before the centre crop (default 256)")
