@@ -260,6 +260,7 @@ struct Scratch {
   size_t hist_zero = 0;        // hist[0, hist_zero) is known to be all zeros (rgb path)
   std::vector<uint32_t> rgb_of;  // packed RGB per hit count [max + 1]
   std::vector<int> hist_ext;   // per hist row: first and one-past-last non-zero column [2 * H]
+  std::vector<int> tr_ext;     // transposed output rows: hit column range [2 * H]
   std::vector<double> grid;    // diamond-square grid [g * g]
   std::vector<int> row_ext;  // per output row: first and one-past-last non-black column [2 * H]
 };
@@ -496,55 +497,65 @@ void finish_image(const RenderParams& p, uint64_t aug_key, uint64_t bg_key, int3
   std::vector<int>& row_ext = scratch.row_ext;
   row_ext.assign(static_cast<size_t>(2) * H, 0);
   int* ext = row_ext.data();
-  for (int i = 0; i < H; ++i) {
-    const int i1 = ud ? H - 1 - i : i;
-    uint8_t* orow = out + static_cast<int64_t>(i) * W * 3;
-    // Output columns [a, b) that may hold hits; the rest of the row is black.
-    int a = 0, b = 0;
-    if (!tr) {
+  if (tr) {
+    // Transposed (H == W): output pixel (i, j) is hist (j', i') with i' = ud ? H-1-i : i and
+    // j' = lr ? W-1-j : j. Reading the histogram down columns would stride through memory, so
+    // the image is filled black and the hits are scattered in hist order instead (3-byte
+    // stores: neighbours may already be written).
+    std::memset(out, 0, static_cast<size_t>(3) * n_pix);
+    std::vector<int>& lo_hi = scratch.tr_ext;
+    lo_hi.assign(static_cast<size_t>(2) * H, 0);
+    for (int i = 0; i < H; ++i) lo_hi[2 * i] = W;
+    for (int r = r_lo; r < r_hi; ++r) {
+      const int32_t* hrow = hist + static_cast<int64_t>(r) * W;
+      const int j = lr ? W - 1 - r : r;
+      for (int c = hext[2 * r]; c < hext[2 * r + 1]; ++c) {
+        const int32_t n = hrow[c];
+        if (n == 0) continue;
+        const int i = ud ? H - 1 - c : c;
+        const uint32_t v = color_of(n);
+        uint8_t* px = out + (static_cast<int64_t>(i) * W + j) * 3;
+        px[0] = static_cast<uint8_t>(v);
+        px[1] = static_cast<uint8_t>(v >> 8);
+        px[2] = static_cast<uint8_t>(v >> 16);
+        lo_hi[2 * i] = std::min(lo_hi[2 * i], j);
+        lo_hi[2 * i + 1] = std::max(lo_hi[2 * i + 1], j + 1);
+      }
+    }
+    for (int i = 0; i < H; ++i) {
+      const bool any = lo_hi[2 * i] < lo_hi[2 * i + 1];
+      ext[2 * i] = any ? lo_hi[2 * i] : 0;
+      ext[2 * i + 1] = any ? lo_hi[2 * i + 1] : 0;
+    }
+  } else {
+    for (int i = 0; i < H; ++i) {
+      const int i1 = ud ? H - 1 - i : i;
+      uint8_t* orow = out + static_cast<int64_t>(i) * W * 3;
+      // Output columns [a, b) between the row's first and last hit; the rest is black.
+      int a = 0, b = 0;
       if (hext[2 * i1] < hext[2 * i1 + 1]) {
         a = lr ? W - hext[2 * i1 + 1] : hext[2 * i1];
         b = lr ? W - hext[2 * i1] : hext[2 * i1 + 1];
       }
-    } else if (i1 >= c_lo && i1 < c_hi) {  // output row i1 is hist column i1, columns are hist rows
-      a = lr ? W - r_hi : r_lo;
-      b = lr ? W - r_lo : r_hi;
-    }
-    std::memset(orow, 0, static_cast<size_t>(3) * a);
-    if (a < b) {
-      if (!tr) {
-        // Hist row, hits at hext; flipped rows read it backwards. Runs of 16 empty pixels are
-        // filled black without the table lookups.
-        const int32_t* hrow = hist + static_cast<int64_t>(i1) * W;
-        for (int j0 = a; j0 < b; j0 += 16) {
-          const int cnt = std::min(16, b - j0);
-          const int32_t* base = lr ? hrow + (W - j0 - cnt) : hrow + j0;
-          int32_t any = 0;
-          for (int t = 0; t < cnt; ++t) any |= base[t];
-          if (any == 0) {
-            std::memset(orow + 3 * j0, 0, static_cast<size_t>(3) * cnt);
-            continue;
-          }
-          for (int j = j0; j < j0 + cnt; ++j) put(orow, j, color_of(hrow[lr ? W - 1 - j : j]));
+      std::memset(orow, 0, static_cast<size_t>(3) * a);
+      // Flipped rows read the hist row backwards. Runs of 16 empty pixels are filled black
+      // without the table lookups.
+      const int32_t* hrow = hist + static_cast<int64_t>(i1) * W;
+      for (int j0 = a; j0 < b; j0 += 16) {
+        const int cnt = std::min(16, b - j0);
+        const int32_t* base = lr ? hrow + (W - j0 - cnt) : hrow + j0;
+        int32_t any = 0;
+        for (int t = 0; t < cnt; ++t) any |= base[t];
+        if (any == 0) {
+          std::memset(orow + 3 * j0, 0, static_cast<size_t>(3) * cnt);
+          continue;
         }
-        ext[2 * i] = a;
-        ext[2 * i + 1] = b;
-      } else {
-        const int32_t* src = hist + i1 + (lr ? static_cast<int64_t>(W - 1) * W : 0);
-        const int64_t step = lr ? -static_cast<int64_t>(W) : W;
-        int first = W, last = -1;
-        for (int j = a; j < b; ++j) {
-          const int32_t n = src[j * step];
-          const bool hit = n != 0;
-          first = (hit && first == W) ? j : first;
-          last = hit ? j : last;
-          put(orow, j, color_of(n));
-        }
-        ext[2 * i] = first <= last ? first : 0;
-        ext[2 * i + 1] = first <= last ? last + 1 : 0;
+        for (int j = j0; j < j0 + cnt; ++j) put(orow, j, color_of(hrow[lr ? W - 1 - j : j]));
       }
+      std::memset(orow + 3 * b, 0, static_cast<size_t>(3) * (W - b));
+      ext[2 * i] = a;
+      ext[2 * i + 1] = b;
     }
-    std::memset(orow + 3 * b, 0, static_cast<size_t>(3) * (W - b));
   }
   // The histogram is per-thread scratch here: clear exactly the hits so the next image starts
   // from zeros without a full memset.
