@@ -23,6 +23,10 @@
 
 #include "fractal/ifs_render.h"
 
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
