@@ -507,18 +507,24 @@ void finish_image(const RenderParams& p, uint64_t aug_key, uint64_t bg_key, int3
     // the image is filled black and the hits are scattered in hist order instead (3-byte
     // stores: neighbours may already be written).
     std::memset(out, 0, static_cast<size_t>(3) * n_pix);
-    std::vector<int>& lo_hi = scratch.tr_ext;
-    lo_hi.assign(static_cast<size_t>(2) * H, 0);
+    // Raw restrict pointers: the byte stores into out would otherwise force the compiler to
+    // reload every vector's data pointer (through the thread_local scratch) after each store.
+    scratch.tr_ext.assign(static_cast<size_t>(2) * H, 0);
+    int* __restrict lo_hi = scratch.tr_ext.data();
+    const int* __restrict hx = hext.data();
+    const uint32_t* __restrict tab = rgb_tab;
+    uint8_t* __restrict img = out;
     for (int i = 0; i < H; ++i) lo_hi[2 * i] = W;
     for (int r = r_lo; r < r_hi; ++r) {
-      const int32_t* hrow = hist + static_cast<int64_t>(r) * W;
+      const int32_t* __restrict hrow = hist + static_cast<int64_t>(r) * W;
       const int j = lr ? W - 1 - r : r;
-      for (int c = hext[2 * r]; c < hext[2 * r + 1]; ++c) {
+      const int c_end = hx[2 * r + 1];
+      for (int c = hx[2 * r]; c < c_end; ++c) {
         const int32_t n = hrow[c];
         if (n == 0) continue;
         const int i = ud ? H - 1 - c : c;
-        const uint32_t v = color_of(n);
-        uint8_t* px = out + (static_cast<int64_t>(i) * W + j) * 3;
+        const uint32_t v = tab != nullptr ? tab[n] : color_of(n);
+        uint8_t* px = img + (static_cast<int64_t>(i) * W + j) * 3;
         px[0] = static_cast<uint8_t>(v);
         px[1] = static_cast<uint8_t>(v >> 8);
         px[2] = static_cast<uint8_t>(v >> 16);
