@@ -357,7 +357,7 @@ void blur_image(uint8_t* img, int H, int W, double k0, double k1, const std::vec
 #pragma omp simd
     for (int i = lo; i < hi; ++i) {
       double v = std::nearbyint((k0 * up[i] + k1 * mid[i]) + k0 * dn[i]);
-      v = v < 0.0 ? 0.0 : (v > 255.0 ? 255.0 : v);
+      v = std::min(std::max(v, 0.0), 255.0);  // never NaN: same result as the reference clip
       out[i] = static_cast<uint8_t>(v);
     }
   }
