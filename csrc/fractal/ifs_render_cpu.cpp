@@ -9,8 +9,12 @@
 // needs all of them before rasterising); above kStoreLimit points per image the chain is run
 // twice instead (pass 1 box, pass 2 raster; the counter RNG makes the replay exact). The
 // histogram is int32 per image; flips, colour LUT and blur then write the uint8 output.
-// Measured on the shared 2-core Xeon (AVX-512) at 512^2, 100k points, one thread, CPU time:
-// ~0.5 ms/image for counts, ~1 ms/image for rgb with the default config (blur on half of them).
+// The colour pass works from the per-row hit extents gathered with the histogram maximum: black
+// outside them, only runs of 16 with hits coloured; the scratch histogram is then cleared over
+// those extents only. Measured on the shared 2-core Xeon (AVX-512) at 512^2, 100k points, one
+// thread: ~0.5 ms/image for counts, ~0.72 ms/image for rgb with the default config (~0.2 ms
+// chains, ~0.17 ms raster scatter, ~0.1 ms blur on average, the rest colour and first touches
+// of the freshly allocated output).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -23,6 +27,9 @@
 
 #include "fractal/ifs_render.h"
 
+// GCC auto-vectorises with 256-bit registers by default even where AVX-512 is enabled; the
+// raster index, blur and histogram reductions here measured ~5% faster per image with 512-bit
+// ones (same IEEE operations element by element, so the same bits).
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("prefer-vector-width=512")
 #endif
