@@ -9,8 +9,12 @@
 // needs all of them before rasterising); above kStoreLimit points per image the chain is run
 // twice instead (pass 1 box, pass 2 raster; the counter RNG makes the replay exact). The
 // histogram is int32 per image; flips, colour LUT and blur then write the uint8 output.
-// Measured on the shared 2-core Xeon (AVX-512) at 512^2, 100k points, one thread, CPU time:
-// ~0.5 ms/image for counts, ~1 ms/image for rgb with the default config (blur on half of them).
+// The colour pass works from the per-row hit extents gathered with the histogram maximum: black
+// outside them, only runs of 16 with hits coloured; the scratch histogram is then cleared over
+// those extents only. Measured on the shared 2-core Xeon (AVX-512) at 512^2, 100k points, one
+// thread: ~0.5 ms/image for counts, ~0.72 ms/image for rgb with the default config (~0.2 ms
+// chains, ~0.17 ms raster scatter, ~0.1 ms blur on average, the rest colour and first touches
+// of the freshly allocated output).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,6 +26,13 @@
 #endif
 
 #include "fractal/ifs_render.h"
+
+// GCC auto-vectorises with 256-bit registers by default even where AVX-512 is enabled; the
+// raster index, blur and histogram reductions here measured ~5% faster per image with 512-bit
+// ones (same IEEE operations element by element, so the same bits).
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -257,7 +268,10 @@ struct Scratch {
   Buffer<double> xs, ys;       // [kLanes * n] when storing, else [kLanes * kBlock]
   Buffer<int32_t> hist;        // [H * W]
   std::vector<double> rows;    // 3 horizontally blurred rows [3 * W * 3]
-  std::vector<uint16_t> hue_of;  // lut entry per hit count [max + 1] (256: black)
+  size_t hist_zero = 0;        // hist[0, hist_zero) is known to be all zeros (rgb path)
+  std::vector<uint32_t> rgb_of;  // packed RGB per hit count [max + 1]
+  std::vector<int> hist_ext;   // per hist row: first and one-past-last non-zero column [2 * H]
+  std::vector<int> tr_ext;     // transposed output rows: hit column range [2 * H]
   std::vector<double> grid;    // diamond-square grid [g * g]
   std::vector<int> row_ext;  // per output row: first and one-past-last non-black column [2 * H]
 };
@@ -350,7 +364,7 @@ void blur_image(uint8_t* img, int H, int W, double k0, double k1, const std::vec
 #pragma omp simd
     for (int i = lo; i < hi; ++i) {
       double v = std::nearbyint((k0 * up[i] + k1 * mid[i]) + k0 * dn[i]);
-      v = v < 0.0 ? 0.0 : (v > 255.0 ? 255.0 : v);
+      v = std::min(std::max(v, 0.0), 255.0);  // never NaN: same result as the reference clip
       out[i] = static_cast<uint8_t>(v);
     }
   }
@@ -417,7 +431,7 @@ void composite_background(const RenderParams& p, uint64_t key, uint8_t* out, std
 }
 
 // Flips, colour and blur of one image from its histogram.
-void finish_image(const RenderParams& p, uint64_t aug_key, uint64_t bg_key, const int32_t* hist, uint8_t* out,
+void finish_image(const RenderParams& p, uint64_t aug_key, uint64_t bg_key, int32_t* hist, uint8_t* out,
                   Scratch& scratch) {
   const int H = p.height, W = p.width;
   const int64_t n_pix = static_cast<int64_t>(H) * W;
@@ -427,12 +441,10 @@ void finish_image(const RenderParams& p, uint64_t aug_key, uint64_t bg_key, cons
     ud = rng::u01(aug_key, kAugFlip + 1) > 0.5;
     lr = rng::u01(aug_key, kAugFlip + 2) > 0.5;
   }
-  // Colour of a pixel with n hits: lut[hue_index(n)]; black (entry 256) for n == 0. The hue is
-  // tabulated per n (same formula, so the same bits) unless max_count is huge.
+  // Colour of a pixel with n hits: lut[hue_index(n)]; black (entry 256) for n == 0. The packed
+  // RGB is tabulated per n (same formula, so the same bits) unless max_count is huge.
   uint8_t lut[257 * 3];
   double hue_shift = 0.0;
-  int32_t max_count = 1;
-  std::vector<uint16_t>& hue_of = scratch.hue_of;
   if (p.color) {
     const ColorDraws cd = color_draws(aug_key);
     hue_shift = cd.hue_shift;
@@ -441,50 +453,132 @@ void finish_image(const RenderParams& p, uint64_t aug_key, uint64_t bg_key, cons
     for (int c = 0; c < 256 * 3; ++c) lut[c] = 127;
   }
   lut[3 * 256] = lut[3 * 256 + 1] = lut[3 * 256 + 2] = 0;
-#pragma omp simd reduction(max : max_count)
-  for (int64_t i = 0; i < n_pix; ++i) max_count = hist[i] > max_count ? hist[i] : max_count;
-  const bool tabulated = max_count <= n_pix + 1;
-  if (tabulated) {
-    hue_of.resize(static_cast<size_t>(max_count) + 1);
-    hue_of[0] = 256;
-    for (int32_t n = 1; n <= max_count; ++n)
-      hue_of[n] = static_cast<uint16_t>(p.color ? hue_index(n, max_count, hue_shift) : 0);
+  // One pass over the histogram: the maximum and, per hist row, the first and one-past-last
+  // non-zero column (hext; equal when the row is empty) and their union (the hit bounding box).
+  // Everything outside it is black, which lets the colour pass skip most of the image.
+  int32_t max_count = 1;
+  std::vector<int>& hext = scratch.hist_ext;
+  hext.assign(static_cast<size_t>(2) * H, 0);
+  int r_lo = H, r_hi = 0, c_lo = W, c_hi = 0;
+  for (int r = 0; r < H; ++r) {
+    const int32_t* row = hist + static_cast<int64_t>(r) * W;
+    int32_t m = 0, any = 0;
+#pragma omp simd reduction(max : m) reduction(| : any)
+    for (int c = 0; c < W; ++c) {
+      m = row[c] > m ? row[c] : m;
+      any |= row[c];
+    }
+    if (any == 0) continue;
+    max_count = m > max_count ? m : max_count;
+    int f = 0, l = W;
+    while (row[f] == 0) ++f;
+    while (row[l - 1] == 0) --l;
+    hext[2 * r] = f;
+    hext[2 * r + 1] = l;
+    r_lo = std::min(r_lo, r);
+    r_hi = r + 1;
+    c_lo = std::min(c_lo, f);
+    c_hi = std::max(c_hi, l);
   }
-  std::vector<int>& row_ext = scratch.row_ext;
-  row_ext.assign(static_cast<size_t>(2) * H, 0);
-  const int64_t cstride = tr ? W : 1;  // hist step along an output row (transposed: down a column)
-  const int64_t rstride = tr ? 1 : W;
   // Packed RGB per lut entry: a pixel is one 4-byte store (the 4th byte is overwritten by the
-  // next pixel; the last pixel of a row is stored bytewise).
+  // next pixel or the black fill after the span; the last pixel of a row is stored bytewise).
   uint32_t rgb32[257];
   for (int h = 0; h < 257; ++h)
     rgb32[h] = lut[3 * h] | (static_cast<uint32_t>(lut[3 * h + 1]) << 8) | (static_cast<uint32_t>(lut[3 * h + 2]) << 16);
-  const uint16_t* hue_tab = tabulated ? hue_of.data() : nullptr;
+  const bool tabulated = max_count <= n_pix + 1;
+  std::vector<uint32_t>& rgb_of = scratch.rgb_of;
+  if (tabulated) {
+    rgb_of.resize(static_cast<size_t>(max_count) + 1);
+    rgb_of[0] = rgb32[256];
+    for (int32_t n = 1; n <= max_count; ++n) rgb_of[n] = rgb32[p.color ? hue_index(n, max_count, hue_shift) : 0];
+  }
+  const uint32_t* rgb_tab = tabulated ? rgb_of.data() : nullptr;
+  auto color_of = [&](int32_t n) -> uint32_t {
+    return tabulated ? rgb_tab[n] : rgb32[n > 0 ? hue_index(n, max_count, hue_shift) : 256];
+  };
+  auto put = [&](uint8_t* orow, int j, uint32_t v) {
+    if (j + 1 < W) {
+      std::memcpy(orow + 3 * j, &v, 4);
+    } else {
+      orow[3 * j] = static_cast<uint8_t>(v);
+      orow[3 * j + 1] = static_cast<uint8_t>(v >> 8);
+      orow[3 * j + 2] = static_cast<uint8_t>(v >> 16);
+    }
+  };
+  std::vector<int>& row_ext = scratch.row_ext;
+  row_ext.assign(static_cast<size_t>(2) * H, 0);
   int* ext = row_ext.data();
-  for (int i = 0; i < H; ++i) {
-    const int i1 = ud ? H - 1 - i : i;
-    const int32_t* src = hist + i1 * rstride + (lr ? (W - 1) * cstride : 0);
-    const int64_t step = lr ? -cstride : cstride;
-    uint8_t* orow = out + static_cast<int64_t>(i) * W * 3;
-    int first = W, last = -1;
-    for (int j = 0; j < W; ++j) {
-      const int32_t n = src[j * step];
-      const bool hit = n > 0;
-      first = (hit && first == W) ? j : first;
-      last = hit ? j : last;
-      const int h = tabulated ? hue_tab[n] : (hit ? hue_index(n, max_count, hue_shift) : 256);
-      const uint32_t v = rgb32[h];
-      if (j + 1 < W) {
-        std::memcpy(orow + 3 * j, &v, 4);
-      } else {
-        orow[3 * j] = static_cast<uint8_t>(v);
-        orow[3 * j + 1] = static_cast<uint8_t>(v >> 8);
-        orow[3 * j + 2] = static_cast<uint8_t>(v >> 16);
+  if (tr) {
+    // Transposed (H == W): output pixel (i, j) is hist (j', i') with i' = ud ? H-1-i : i and
+    // j' = lr ? W-1-j : j. Reading the histogram down columns would stride through memory, so
+    // the image is filled black and the hits are scattered in hist order instead (3-byte
+    // stores: neighbours may already be written).
+    std::memset(out, 0, static_cast<size_t>(3) * n_pix);
+    // Raw restrict pointers: the byte stores into out would otherwise force the compiler to
+    // reload every vector's data pointer (through the thread_local scratch) after each store.
+    scratch.tr_ext.assign(static_cast<size_t>(2) * H, 0);
+    int* __restrict lo_hi = scratch.tr_ext.data();
+    const int* __restrict hx = hext.data();
+    const uint32_t* __restrict tab = rgb_tab;
+    uint8_t* __restrict img = out;
+    for (int i = 0; i < H; ++i) lo_hi[2 * i] = W;
+    for (int r = r_lo; r < r_hi; ++r) {
+      const int32_t* __restrict hrow = hist + static_cast<int64_t>(r) * W;
+      const int j = lr ? W - 1 - r : r;
+      const int c_end = hx[2 * r + 1];
+      for (int c = hx[2 * r]; c < c_end; ++c) {
+        const int32_t n = hrow[c];
+        if (n == 0) continue;
+        const int i = ud ? H - 1 - c : c;
+        const uint32_t v = tab != nullptr ? tab[n] : color_of(n);
+        uint8_t* px = img + (static_cast<int64_t>(i) * W + j) * 3;
+        px[0] = static_cast<uint8_t>(v);
+        px[1] = static_cast<uint8_t>(v >> 8);
+        px[2] = static_cast<uint8_t>(v >> 16);
+        lo_hi[2 * i] = std::min(lo_hi[2 * i], j);
+        lo_hi[2 * i + 1] = std::max(lo_hi[2 * i + 1], j + 1);
       }
     }
-    ext[2 * i] = first <= last ? first : 0;
-    ext[2 * i + 1] = first <= last ? last + 1 : 0;
+    for (int i = 0; i < H; ++i) {
+      const bool any = lo_hi[2 * i] < lo_hi[2 * i + 1];
+      ext[2 * i] = any ? lo_hi[2 * i] : 0;
+      ext[2 * i + 1] = any ? lo_hi[2 * i + 1] : 0;
+    }
+  } else {
+    for (int i = 0; i < H; ++i) {
+      const int i1 = ud ? H - 1 - i : i;
+      uint8_t* orow = out + static_cast<int64_t>(i) * W * 3;
+      // Output columns [a, b) between the row's first and last hit; the rest is black.
+      int a = 0, b = 0;
+      if (hext[2 * i1] < hext[2 * i1 + 1]) {
+        a = lr ? W - hext[2 * i1 + 1] : hext[2 * i1];
+        b = lr ? W - hext[2 * i1] : hext[2 * i1 + 1];
+      }
+      std::memset(orow, 0, static_cast<size_t>(3) * a);
+      // Flipped rows read the hist row backwards. Runs of 16 empty pixels are filled black
+      // without the table lookups.
+      const int32_t* hrow = hist + static_cast<int64_t>(i1) * W;
+      for (int j0 = a; j0 < b; j0 += 16) {
+        const int cnt = std::min(16, b - j0);
+        const int32_t* base = lr ? hrow + (W - j0 - cnt) : hrow + j0;
+        int32_t any = 0;
+        for (int t = 0; t < cnt; ++t) any |= base[t];
+        if (any == 0) {
+          std::memset(orow + 3 * j0, 0, static_cast<size_t>(3) * cnt);
+          continue;
+        }
+        for (int j = j0; j < j0 + cnt; ++j) put(orow, j, color_of(hrow[lr ? W - 1 - j : j]));
+      }
+      std::memset(orow + 3 * b, 0, static_cast<size_t>(3) * (W - b));
+      ext[2 * i] = a;
+      ext[2 * i + 1] = b;
+    }
   }
+  // The histogram is per-thread scratch here: clear exactly the hits so the next image starts
+  // from zeros without a full memset.
+  for (int r = r_lo; r < r_hi; ++r)
+    if (hext[2 * r] < hext[2 * r + 1])
+      std::memset(hist + static_cast<int64_t>(r) * W + hext[2 * r], 0, sizeof(int32_t) * (hext[2 * r + 1] - hext[2 * r]));
   if (p.background) {
     composite_background(p, bg_key, out, scratch.grid);
     for (int i = 0; i < H; ++i) {
@@ -564,10 +658,17 @@ void render_group(const RenderParams& p, const double* systems, const int64_t* n
     int32_t* hist;
     if (p.counts_only) {
       hist = counts + b * n_pix;
+      std::memset(hist, 0, sizeof(int32_t) * n_pix);
     } else {
+      // finish_image leaves the scratch histogram zeroed again, so only fresh memory is cleared.
+      const size_t had = scratch.hist.size;
       hist = scratch.hist.ensure(static_cast<size_t>(n_pix));
+      if (scratch.hist.size != had) scratch.hist_zero = 0;
+      if (scratch.hist_zero < static_cast<size_t>(n_pix)) {
+        std::memset(hist, 0, sizeof(int32_t) * n_pix);
+        scratch.hist_zero = static_cast<size_t>(n_pix);
+      }
     }
-    std::memset(hist, 0, sizeof(int32_t) * n_pix);
     const Lane& L = lanes[l];
     if (store) {
       for (int64_t i0 = 0; i0 < L.n_kept; i0 += kBlock)
@@ -618,7 +719,10 @@ void ifs_render_cpu(const RenderParams& p, const double* systems, const int64_t*
       scratch.xs.release();
       scratch.ys.release();
     }
-    if (scratch.hist.size * sizeof(int32_t) > kKeepBytes) scratch.hist.release();
+    if (scratch.hist.size * sizeof(int32_t) > kKeepBytes) {
+      scratch.hist.release();
+      scratch.hist_zero = 0;
+    }
   }
 }
 
