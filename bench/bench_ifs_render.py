@@ -141,7 +141,9 @@ def test_ifs_render(benchmark, provider, size):
         device="cuda" if provider == "cuda" else "cpu", dtype="float64", shape=[n_img, size, size, 3],
         n_points=N_POINTS,
     )
-    out = benchmark.pedantic(run, rounds=3 if provider != "numpy" else 1, warmup_rounds=1)
+    # cpu timings at 512 vary by ~1.5x between rounds (fresh 50 MB output pages): take 10.
+    rounds = {"numpy": 1, "reference": 3}.get(provider, 10)
+    out = benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
     assert tuple(out.shape) == (n_img, size, size, 3)
     if benchmark.stats is not None:
         seconds = benchmark.stats.stats.min
