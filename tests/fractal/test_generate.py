@@ -236,7 +236,7 @@ def test_unavailable_backend_is_a_clear_error(tmp_path, capsys):
     from ofdb_fast._dispatch import unavailable_reason
 
     if unavailable_reason("cuda") is None:
-        pytest.skip("cuda is available here")
+        pytest.skip("cuda is available here: this test checks the error raised where it is not")
     assert _run(tmp_path / "ds", "--backend", "cuda") == 2
     assert "backend 'cuda' is not available" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()

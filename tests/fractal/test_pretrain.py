@@ -299,10 +299,8 @@ def test_export_loads_into_torchvision_and_patchcore(tmp_path, trained_ckpt):
         ck.export_backbone(path, tmp_path / "x.safetensors", arch="resnet50")
     with pytest.raises(ValueError, match="exported for 'resnet18', not 'resnet50'"):
         ck.load_backbone(out, "resnet50")
-    try:
-        from ofdb_fast.patchcore.backbones import build_extractor
-    except ImportError:
-        pytest.skip("PatchCore backbones not in this checkout")
+    from ofdb_fast.patchcore.backbones import build_extractor
+
     ext = build_extractor("resnet18", ["layer2", "layer3"], str(out))
     assert torch.equal(ext.state_dict()["conv1.weight"], state["conv1.weight"])
     with pytest.raises(ValueError, match="do not match backbone"):
