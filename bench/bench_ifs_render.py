@@ -1,8 +1,8 @@
 """ifs_render throughput: 100k-point chaos game + window + raster + colour + blur per image.
 
-Providers: ``reference`` (the F4AD approach: numba ``@njit`` sequential iterate per image storing
-coordinates drawn with ``np.random.rand``, a separate numba graded render and HSV colourise, then
-``cv2.cvtColor`` and ``cv2.GaussianBlur``; written here from fractals.md a.2-a.4, not copied),
+Providers: ``reference`` (the F4AD approach, ``bench/_reference_fractal.py``: numba ``@njit``
+sequential iterate per image storing coordinates drawn with ``np.random.rand``, a separate numba
+windowed graded render, flips, HSV colourise, ``cv2.cvtColor`` and ``cv2.GaussianBlur``),
 ``numpy`` (the reference backend; few images), ``cpu`` (C++/OpenMP, all cores) and ``cuda``.
 Sizes (image side) come from ``bench_sizes("ifs_render")``.
 """
@@ -38,69 +38,17 @@ def _systems(n_img: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return systems, rng.integers(2, n_max + 1, n_img)
 
 
-def _reference_renderer():
-    """The reference generator's per-image pipeline, built lazily (numba JIT on first use)."""
-    import cv2
-    from numba import njit
+def _reference_renderer(size: int):
+    """The reference generator's per-image pipeline over a batch (numba JIT on first use)."""
+    from _reference_fractal import make_reference_renderer
 
-    @njit(cache=False)
-    def iterate(sys, n_iter):
-        n = sys.shape[0]
-        det = np.abs(sys[:, 0, 0] * sys[:, 1, 1] - sys[:, 0, 1] * sys[:, 1, 0])
-        cum = np.cumsum(det / det.sum())
-        a, b, e = sys[0, 0, 0], sys[0, 0, 1], sys[0, 0, 2]
-        c, d, f = sys[0, 1, 0], sys[0, 1, 1], sys[0, 1, 2]
-        den = 1.0 + a * d - b * c - a - d
-        x, y = ((1.0 - d) * e + b * f) / den, ((1.0 - a) * f + c * e) / den
-        coords = np.empty((n_iter, 2))
-        for i in range(n_iter):
-            r = np.random.rand()
-            k = n - 1
-            for j in range(n):
-                if r < cum[j]:
-                    k = j
-                    break
-            x, y = (sys[k, 0, 0] * x + sys[k, 0, 1] * y + sys[k, 0, 2],
-                    sys[k, 1, 0] * x + sys[k, 1, 1] * y + sys[k, 1, 2])
-            coords[i, 0] = x
-            coords[i, 1] = y
-        return coords
+    render = make_reference_renderer(size, N_POINTS)
 
-    @njit(cache=False)
-    def render(coords, s):
-        x_lo, y_lo = coords[:, 0].min(), coords[:, 1].min()
-        sx = (s - 1) / max(coords[:, 0].max() - x_lo, 1e-12)
-        sy = (s - 1) / max(coords[:, 1].max() - y_lo, 1e-12)
-        img = np.zeros((s, s))
-        for i in range(coords.shape[0]):
-            r, c = int((coords[i, 0] - x_lo) * sx), int((coords[i, 1] - y_lo) * sy)
-            if 0 <= r < s and 0 <= c < s:
-                img[r, c] += 1
-        return img / img.max()
-
-    @njit(cache=False)
-    def colorize(img):
-        hue_shift = np.random.rand() * 255
-        sat = np.uint8(np.random.uniform(0.3, 1) * 255)
-        val = np.uint8(np.random.uniform(0.5, 1) * 255)
-        out = np.zeros((img.shape[0], img.shape[1], 3), np.uint8)
-        for i in range(img.shape[0]):
-            for j in range(img.shape[1]):
-                if img[i, j] > 0:
-                    out[i, j, 0] = np.uint8(int(img[i, j] * 255 + hue_shift) & 255)
-                    out[i, j, 1] = sat
-                    out[i, j, 2] = val
-        return out
-
-    def run(systems, n_maps, size):
+    def run(systems, n_maps):
         rng = np.random.default_rng(0)
         out = np.empty((len(systems), size, size, 3), np.uint8)
         for b in range(len(systems)):
-            coords = iterate(np.ascontiguousarray(systems[b, : n_maps[b]]), N_POINTS)
-            rgb = cv2.cvtColor(colorize(render(coords, size)), cv2.COLOR_HSV2RGB)
-            if rng.random() > 0.5:
-                rgb = cv2.GaussianBlur(rgb, (3, 3), rng.uniform(0.5, 1.0))
-            out[b] = rgb
+            out[b] = render(np.ascontiguousarray(systems[b, : n_maps[b]]), rng)
         return out
 
     return run
@@ -118,11 +66,11 @@ def test_ifs_render(benchmark, provider, size):
     if provider == "reference":
         if importlib.util.find_spec("numba") is None or importlib.util.find_spec("cv2") is None:
             pytest.skip("reference: numba and opencv are needed")
-        ref = _reference_renderer()
-        ref(systems[:1], n_maps[:1], size)  # JIT outside the timing
+        ref = _reference_renderer(size)
+        ref(systems[:1], n_maps[:1])  # JIT outside the timing
 
         def run():
-            return ref(systems, n_maps, size)
+            return ref(systems, n_maps)
     elif provider == "cuda":
         import torch
 

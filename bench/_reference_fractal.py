@@ -1,0 +1,85 @@
+"""The reference generator's approach, as a benchmark baseline (shared by bench_ifs_render and
+bench_generate).
+
+Written from ``shared/reference/fractals.md`` a.2-a.4 (F4AD ``IFSGenerator``), not copied: one
+numba ``@njit`` sequential chaos game per image storing every point, drawn with
+``np.random.rand`` (numba's own unseeded stream, as the reference), a separate numba graded
+render over a window (translate 0.2, per-axis scale 0.5-2), flips, numba HSV colouring, OpenCV
+``HSV2RGB`` and a 3x3 ``GaussianBlur`` with p = 0.5. Single process, like the reference. Jitter
+is left out (a few microseconds per image). numba and OpenCV are needed; callers skip without them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_reference_renderer(size: int, n_points: int):
+    """Return ``render(system [n, 2, 3] f64, rng) -> uint8 [size, size, 3]`` (JIT on first call)."""
+    import cv2
+    from numba import njit
+
+    @njit(cache=True)
+    def iterate(system, cum, n_iter):
+        a, b, e = system[0, 0, 0], system[0, 0, 1], system[0, 0, 2]
+        c, d, f = system[0, 1, 0], system[0, 1, 1], system[0, 1, 2]
+        den = (1.0 + (a * d - b * c)) - a - d
+        x, y = ((1 - d) * e + b * f) / den, ((1 - a) * f + c * e) / den
+        pts = np.empty((n_iter, 2))
+        for i in range(n_iter):
+            r = np.random.rand()
+            k = cum.size - 1
+            for j in range(cum.size):
+                if r < cum[j]:
+                    k = j
+                    break
+            m = system[k]
+            x, y = m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
+            pts[i, 0], pts[i, 1] = x, y
+        return pts
+
+    @njit(cache=True)
+    def raster(pts, lo, hi, side):
+        img = np.zeros((side, side))
+        span = hi - lo
+        for i in range(pts.shape[0]):
+            r = int((pts[i, 0] - lo[0]) / span[0] * (side - 1))
+            c = int((pts[i, 1] - lo[1]) / span[1] * (side - 1))
+            if 0 <= r < side and 0 <= c < side:
+                img[r, c] += 1.0
+        return img / img.max()
+
+    @njit(cache=True)
+    def hsv_colorize(x):
+        hue_shift = np.random.rand() * 255
+        sat = np.uint8((0.3 + 0.7 * np.random.rand()) * 255)
+        val = np.uint8((0.5 + 0.5 * np.random.rand()) * 255)
+        out = np.zeros(x.shape + (3,), np.uint8)
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                if x[i, j] > 0:
+                    out[i, j, 0] = np.uint8(int(x[i, j] * 255 + hue_shift) & 255)
+                    out[i, j, 1] = sat
+                    out[i, j, 2] = val
+        return out
+
+    def render(system: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        det = np.abs(system[:, 0, 0] * system[:, 1, 1] - system[:, 0, 1] * system[:, 1, 0])
+        pts = iterate(system, np.cumsum(det / det.sum()), n_points)
+        lo, hi = pts.min(0), pts.max(0)
+        centre, extent = (lo + hi) / 2, hi - lo
+        centre = centre + extent * rng.uniform(-0.2, 0.2, 2)
+        half = extent * rng.uniform(0.5, 2.0, 2) / 2
+        img = raster(pts, centre - half, centre + half, size)
+        if rng.random() > 0.5:
+            img = img.T
+        if rng.random() > 0.5:
+            img = img[::-1]
+        if rng.random() > 0.5:
+            img = img[:, ::-1]
+        rgb = cv2.cvtColor(hsv_colorize(np.ascontiguousarray(img)), cv2.COLOR_HSV2RGB)
+        if rng.random() > 0.5:
+            rgb = cv2.GaussianBlur(rgb, (3, 3), rng.uniform(0.5, 1.0))
+        return rgb
+
+    return render
