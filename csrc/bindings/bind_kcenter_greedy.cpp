@@ -31,9 +31,10 @@ void bind_kcenter_greedy(py::module_& m) {
   m.def(
       "kcenter_greedy_cpu",
       [](py::array_t<float, py::array::c_style> features, int64_t proj_dim, int method, int64_t n_starts,
-         int64_t n_select, uint64_t seed, bool return_radius) {
+         int64_t n_select, uint64_t seed, bool return_radius, bool prefilter) {
         OFDB_CHECK(features.ndim() == 2, "kcenter_greedy_cpu: features must be [N, D]");
-        const auto p = make_params(features.shape(0), features.shape(1), proj_dim, method, n_starts, n_select, seed);
+        auto p = make_params(features.shape(0), features.shape(1), proj_dim, method, n_starts, n_select, seed);
+        p.prefilter = prefilter;
         py::array_t<int64_t> indices(n_select);
         py::array_t<double> radius(return_radius ? n_select : 0);
         const float* x = features.data();
@@ -46,8 +47,9 @@ void bind_kcenter_greedy(py::module_& m) {
         return py::make_tuple(indices, radius);
       },
       py::arg("features"), py::arg("proj_dim"), py::arg("method"), py::arg("n_starts"), py::arg("n_select"),
-      py::arg("seed"), py::arg("return_radius"),
-      "Greedy k-center coreset of float32 [N, D] rows -> (indices int64 [k], radius float64 [k] or [0]).");
+      py::arg("seed"), py::arg("return_radius"), py::arg("prefilter") = true,
+      "Greedy k-center coreset of float32 [N, D] rows -> (indices int64 [k], radius float64 [k] or [0]); "
+      "prefilter=False scans every row in float32 each iteration (same result, slower; for tests).");
 #ifdef OFDB_WITH_CUDA
   m.def(
       "kcenter_greedy_cuda",

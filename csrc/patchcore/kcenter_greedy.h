@@ -31,6 +31,7 @@ struct KCenterParams {
   int64_t n_select = 0;   // 1 <= n_select <= N
   uint64_t seed = 0;
   bool half_projection = false;  // CUDA only: store the projected rows as __half (see kcenter_greedy_cuda.cu)
+  bool prefilter = true;         // CPU only: skip rows an int8 copy proves unchanged (exact; see _cpu.cpp)
 };
 
 // True when the rows are multiplied by W before the loop.
