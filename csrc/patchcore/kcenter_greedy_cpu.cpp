@@ -216,22 +216,26 @@ void exact_initial_score(const float* z, int64_t n, int64_t width, float* score)
 
 // ---------------------------------------------------------------------------- int8 prefilter
 
-constexpr int64_t kQChunk = 32;               // int8 row copies are padded with zeros to a multiple of this
-constexpr int64_t kMaxFilterWidth = 32768;    // 254^2 * width stays below 2^31 in the int32 sums
+constexpr int64_t kQChunk = 64;               // row copies are padded (with level 0) to a multiple of this
+constexpr int64_t kMaxFilterWidth = 32768;    // keeps every integer sum below 2^31 (4 * 127^2 * width)
 constexpr float kMinFilterRange = 1e-12f;     // max |z| below this: a scale this small buys nothing
 constexpr float kTinyDistance = 1e-15f;       // skipped rows have d above this (d^2 >> float32 subnormals)
 
+// Levels q in [-127, 127] are stored offset by 128 (u = q + 128, uint8) so that the VNNI instruction
+// vpdpbusd (uint8 x int8 products, 64 per instruction) gives u_i . q_c = q_i . q_c + 128 sum(q_c); with
+// the per-row sums of squares that makes |q_i - q_c|^2 = |q_i|^2 + |q_c|^2 - 2 q_i . q_c, exact in int32.
 struct Prefilter {
   int64_t qwidth = 0;         // width rounded up to kQChunk
   float scale = 0.0f;         // z ~= scale * q
   float rel = 0.0f;           // relative margin (prefilter_rel)
-  std::vector<int8_t> q;      // [n, qwidth]
+  std::vector<uint8_t> u;     // [n, qwidth] q + 128
+  std::vector<int32_t> norm2; // [n] |q_i|^2
   std::vector<float> err;     // [n] |z_i - scale q_i| rounded up; +inf: never skip this row
 };
 
-// A bound, with a wide safety factor, on the relative float32 error of both distances: a (integer sum,
-// one conversion, a sqrt and a product: 3 roundings) and d (width / 16 sequential adds per lane, a
-// 4-level tree, the squares and differences, a sqrt), plus the 2 products of the comparison.
+// A bound, with a wide safety factor, on the relative float32 error of both distances: a (exact integer,
+// one conversion, a product: 2 roundings) and d (width / 16 sequential adds per lane, a 4-level tree, the
+// squares and differences, a sqrt), plus the roundings of the comparison (done in float64).
 float prefilter_rel(int64_t width) {
   const double u = std::ldexp(1.0, -24);
   return static_cast<float>(std::max(std::ldexp(1.0, -12), 16.0 * (static_cast<double>(width) / 16.0 + 16.0) * u));
@@ -251,14 +255,16 @@ bool build_prefilter(const float* z, int64_t n, int64_t width, Prefilter* f) {
   f->qwidth = (width + kQChunk - 1) / kQChunk * kQChunk;
   f->scale = max_abs / 127.0f;
   f->rel = prefilter_rel(width);
-  f->q.assign(static_cast<size_t>(n * f->qwidth), 0);
+  f->u.assign(static_cast<size_t>(n * f->qwidth), 128);
+  f->norm2.resize(static_cast<size_t>(n));
   f->err.resize(static_cast<size_t>(n));
   const double scale = f->scale;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float* zi = z + i * width;
-    int8_t* qi = f->q.data() + i * f->qwidth;
+    uint8_t* ui = f->u.data() + i * f->qwidth;
     double e2 = 0.0;
+    int32_t q2 = 0;
     bool finite = true;
     for (int64_t k = 0; k < width; ++k) {
       if (!std::isfinite(zi[k])) {
@@ -266,7 +272,9 @@ bool build_prefilter(const float* z, int64_t n, int64_t width, Prefilter* f) {
         continue;
       }
       const double level = std::max(-127.0, std::min(127.0, std::nearbyint(zi[k] / scale)));
-      qi[k] = static_cast<int8_t>(level);
+      const int32_t q = static_cast<int32_t>(level);
+      ui[k] = static_cast<uint8_t>(q + 128);
+      q2 += q * q;
       const double t = static_cast<double>(zi[k]) - scale * level;  // exact in float64
       e2 += t * t;
     }
@@ -274,36 +282,49 @@ bool build_prefilter(const float* z, int64_t n, int64_t width, Prefilter* f) {
     const double e = std::sqrt(e2) * (1.0 + 1e-9);
     float ef = static_cast<float>(e);
     if (static_cast<double>(ef) < e) ef = std::nextafter(ef, std::numeric_limits<float>::infinity());
+    f->norm2[static_cast<size_t>(i)] = q2;
     f->err[static_cast<size_t>(i)] = finite ? ef : std::numeric_limits<float>::infinity();
   }
   return true;
 }
 
-// The int8 centre widened to int16 once per iteration (rows are widened on load).
+// The centre's levels, prepared once per iteration by each thread.
 struct QCentre {
-  const int16_t* q;
-  int64_t qwidth;
+  int64_t qwidth = 0;
+  std::vector<int16_t> offset;  // q_c + 128 as int16: (u_i - that) = q_i - q_c, for the per-row path
+  std::vector<int8_t> q;        // q_c, for vpdpbusd
+  int32_t norm2 = 0;            // |q_c|^2
+  int32_t sum = 0;              // sum(q_c)
+
+  explicit QCentre(int64_t qw) : qwidth(qw), offset(static_cast<size_t>(qw)), q(static_cast<size_t>(qw)) {}
+  void set(const Prefilter& f, int64_t centre) {
+    const uint8_t* src = f.u.data() + centre * qwidth;
+    sum = 0;
+    for (int64_t k = 0; k < qwidth; ++k) {
+      offset[static_cast<size_t>(k)] = static_cast<int16_t>(src[k]);
+      q[static_cast<size_t>(k)] = static_cast<int8_t>(static_cast<int32_t>(src[k]) - 128);
+      sum += static_cast<int32_t>(src[k]) - 128;
+    }
+    norm2 = f.norm2[static_cast<size_t>(centre)];
+  }
 };
 
-// sum_k (q_row[k] - q_centre[k])^2, exact in int32.
-inline int32_t qdistance(const int8_t* row, const QCentre& c) {
+// sum_k (q_row[k] - q_centre[k])^2, exact in int32 (one row; the block path below does 16 at a time).
+inline int32_t qdistance(const uint8_t* row, const QCentre& c) {
 #if defined(__AVX512BW__)
   __m512i acc = _mm512_setzero_si512();
-  for (int64_t k = 0; k < c.qwidth; k += kQChunk) {
-    const __m512i x = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k)));
-    const __m512i d = _mm512_sub_epi16(x, _mm512_loadu_si512(c.q + k));
-#if defined(__AVX512VNNI__)
-    acc = _mm512_dpwssd_epi32(acc, d, d);
-#else
+  for (int64_t k = 0; k < c.qwidth; k += 32) {
+    const __m512i x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k)));
+    const __m512i d = _mm512_sub_epi16(x, _mm512_loadu_si512(c.offset.data() + k));
     acc = _mm512_add_epi32(acc, _mm512_madd_epi16(d, d));
-#endif
   }
   return _mm512_reduce_add_epi32(acc);
 #elif defined(__AVX2__)
   __m256i acc = _mm256_setzero_si256();
   for (int64_t k = 0; k < c.qwidth; k += 16) {
-    const __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k)));
-    const __m256i d = _mm256_sub_epi16(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.q + k)));
+    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k)));
+    const __m256i d =
+        _mm256_sub_epi16(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.offset.data() + k)));
     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(d, d));
   }
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
@@ -317,6 +338,104 @@ inline int32_t qdistance(const int8_t* row, const QCentre& c) {
 #endif
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VNNI__)
+#define OFDB_KCENTER_BLOCK16 1
+
+// Lane r of the result = sum of the 16 lanes of a[r]: a transpose-and-add tree (45 instructions for 16
+// rows instead of a full horizontal reduction per row).
+inline __m512i reduce16(const __m512i* a) {
+  __m512i v[8], x[4], y[2];
+  for (int r = 0; r < 8; ++r) {  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+    v[r] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * r], a[2 * r + 1]), _mm512_unpackhi_epi32(a[2 * r], a[2 * r + 1]));
+  }
+  for (int r = 0; r < 4; ++r) {  // per 128-bit lane: the lane's sums of rows 4r .. 4r + 3
+    x[r] = _mm512_add_epi32(_mm512_unpacklo_epi64(v[2 * r], v[2 * r + 1]), _mm512_unpackhi_epi64(v[2 * r], v[2 * r + 1]));
+  }
+  for (int r = 0; r < 2; ++r) {  // 128-bit lanes: x[2r](L0+L1), x[2r](L2+L3), x[2r+1](L0+L1), x[2r+1](L2+L3)
+    y[r] = _mm512_add_epi32(_mm512_shuffle_i32x4(x[2 * r], x[2 * r + 1], 0x88),
+                            _mm512_shuffle_i32x4(x[2 * r], x[2 * r + 1], 0xdd));
+  }
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(y[0], y[1], 0x88), _mm512_shuffle_i32x4(y[0], y[1], 0xdd));
+}
+
+// The prefilter over whole blocks of 16 rows from *j (advanced past them): integer distances by vpdpbusd,
+// the skip test and the running argmax / cover max in vectors; the float32 path only for the rows not
+// skipped. Same decisions and results as the scalar loop in scan_filtered (its comments hold here): the
+// same exact integer distance and float64 inequality; max(cov, s) returns s when either is NaN, like
+// std::max(s, cov); lane-wise strict '>' scanning upward plus the lowest index among the best lanes is the
+// scalar argmax.
+template <class Dist>
+inline void block16_scan(const Dist& dist, const float* z, int64_t width, const Prefilter& f, const QCentre& qc,
+                         float err_c, int64_t lo, int64_t hi, float* score, float* cov, int64_t* j_io, float* best,
+                         int64_t* best_i, float* cover_max) {
+  const int64_t n_blocks = (hi - lo) / 16;
+  if (n_blocks == 0) return;
+  const double keep = static_cast<double>(f.scale) * (1.0 - f.rel);
+  const __m512d keep2 = _mm512_set1_pd(keep * keep), grow = _mm512_set1_pd(1.0 + f.rel);
+  const __m512d tiny = _mm512_set1_pd(static_cast<double>(kTinyDistance));
+  const __m512d errc = _mm512_set1_pd(static_cast<double>(err_c));
+  // |q_i - q_c|^2 = norm2_i + (norm2_c + 256 sum_c) - 2 (u_i . q_c)
+  const __m512i centre_terms = _mm512_set1_epi32(qc.norm2 + 256 * qc.sum);
+  __m512 vbest = _mm512_set1_ps(-1.0f);
+  __m512i vblock = _mm512_set1_epi32(-1);  // block number (relative to lo) of each lane's best
+  __m512 vcover = _mm512_setzero_ps();
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const int64_t j = lo + 16 * b;
+    __m512i acc[16];
+    for (int r = 0; r < 16; ++r) {
+      const uint8_t* row = f.u.data() + (j + r) * f.qwidth;
+      __m512i a = _mm512_setzero_si512();
+      for (int64_t k = 0; k < f.qwidth; k += kQChunk) {
+        a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(row + k), _mm512_loadu_si512(qc.q.data() + k));
+      }
+      acc[r] = a;
+    }
+    const __m512i dot = reduce16(acc);
+    const __m512i norms = _mm512_loadu_si512(f.norm2.data() + j);
+    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(norms, centre_terms), _mm512_slli_epi32(dot, 1));
+    const __m512 s = _mm512_loadu_ps(score + j);
+    const __m512 thr = cov != nullptr ? _mm512_max_ps(_mm512_loadu_ps(cov + j), s) : s;
+    const __m512 e = _mm512_loadu_ps(f.err.data() + j);
+    unsigned skip = 0;
+    for (int h = 0; h < 2; ++h) {
+      const __m512d thr_d = _mm512_cvtps_pd(h == 0 ? _mm512_castps512_ps256(thr) : _mm512_extractf32x8_ps(thr, 1));
+      const __m512d e_d = _mm512_cvtps_pd(h == 0 ? _mm512_castps512_ps256(e) : _mm512_extractf32x8_ps(e, 1));
+      const __m256i is = h == 0 ? _mm512_castsi512_si256(isum) : _mm512_extracti64x4_epi64(isum, 1);
+      const __m512d a2 = _mm512_mul_pd(keep2, _mm512_cvtepi32_pd(is));
+      const __m512d rhs = _mm512_add_pd(_mm512_max_pd(tiny, _mm512_mul_pd(thr_d, grow)), _mm512_add_pd(e_d, errc));
+      skip |= static_cast<unsigned>(_mm512_cmp_pd_mask(a2, _mm512_mul_pd(rhs, rhs), _CMP_GT_OQ)) << (8 * h);
+    }
+    for (unsigned need = ~skip & 0xffffu; need != 0; need &= need - 1) {
+      const int64_t r = j + __builtin_ctz(need);
+      const float d = std::sqrt(dist(z + r * width));
+      score[r] = std::min(score[r], d);
+      if (cov != nullptr) cov[r] = std::min(cov[r], d);
+    }
+    const __m512 s_new = _mm512_loadu_ps(score + j);
+    const __mmask16 gt = _mm512_cmp_ps_mask(s_new, vbest, _CMP_GT_OQ);
+    vbest = _mm512_mask_mov_ps(vbest, gt, s_new);
+    vblock = _mm512_mask_mov_epi32(vblock, gt, _mm512_set1_epi32(static_cast<int32_t>(b)));
+    if (cov != nullptr) vcover = _mm512_max_ps(vcover, _mm512_loadu_ps(cov + j));
+  }
+  // Across lanes: the largest value, then the lowest row index among the lanes holding it.
+  const float top = _mm512_reduce_max_ps(vbest);
+  alignas(64) float vals[16];
+  alignas(64) int32_t blocks[16];
+  _mm512_store_ps(vals, vbest);
+  _mm512_store_si512(blocks, vblock);
+  for (int r = 0; r < 16; ++r) {
+    if (blocks[r] < 0 || !(vals[r] == top)) continue;
+    const int64_t idx = lo + 16 * static_cast<int64_t>(blocks[r]) + r;
+    if (beats(vals[r], idx, *best, *best_i)) {
+      *best = vals[r];
+      *best_i = idx;
+    }
+  }
+  *cover_max = std::max(*cover_max, _mm512_reduce_max_ps(vcover));
+  *j_io = lo + 16 * n_blocks;
+}
+#endif
+
 // scan() with the prefilter: rows it proves unchanged skip the float32 distance.
 template <class Dist>
 inline Slot scan_filtered(const Dist& dist, const float* z, int64_t width, const Prefilter& f, const QCentre& qc,
@@ -328,12 +447,16 @@ inline Slot scan_filtered(const Dist& dist, const float* z, int64_t width, const
   // (no sqrt per row, no overflow; float64 rounding is far inside rel).
   const double keep = static_cast<double>(f.scale) * (1.0 - f.rel);
   const double keep2 = keep * keep, grow = 1.0 + f.rel;
-  const int8_t* q = f.q.data();
+  const uint8_t* u = f.u.data();
   const float* err = f.err.data();
-  for (int64_t j = lo; j < hi; ++j) {
+  int64_t j = lo;
+#if defined(OFDB_KCENTER_BLOCK16)
+  block16_scan(dist, z, width, f, qc, err_c, lo, hi, score, cov, &j, &best, &best_i, &cover_max);
+#endif
+  for (; j < hi; ++j) {
     float s = score[j];
     const float thr = cov != nullptr ? std::max(s, cov[j]) : s;
-    const double a2 = keep2 * static_cast<double>(qdistance(q + j * f.qwidth, qc));
+    const double a2 = keep2 * static_cast<double>(qdistance(u + j * f.qwidth, qc));
     const double rhs = std::max(static_cast<double>(thr) * grow, static_cast<double>(kTinyDistance)) +
                        (static_cast<double>(err[j]) + static_cast<double>(err_c));
     const bool skip = a2 > rhs * rhs;
@@ -382,16 +505,14 @@ void greedy_loop(const float* z, int64_t n, int64_t width, float* score, int64_t
 #endif
     const int64_t lo = n * tid / nt, hi = n * (tid + 1) / nt;
     // Each thread widens the centre's int8 row into its own buffer (no sharing, no extra barrier).
-    std::vector<int16_t> centre_q(filter != nullptr ? static_cast<size_t>(filter->qwidth) : 0);
-    const QCentre qc{centre_q.data(), filter != nullptr ? filter->qwidth : 0};
+    QCentre qc(filter != nullptr ? filter->qwidth : 0);
     int64_t centre = first;
     for (int64_t t = 0; t < n_select; ++t) {
       if (tid == 0) indices[t] = centre;
       const float* c = z + centre * width;
       float err_c = 0.0f;
       if (filter != nullptr) {
-        const int8_t* src = filter->q.data() + centre * filter->qwidth;
-        for (int64_t k = 0; k < filter->qwidth; ++k) centre_q[static_cast<size_t>(k)] = src[k];
+        qc.set(*filter, centre);
         err_c = filter->err[static_cast<size_t>(centre)];
       }
       Slot mine_now;
