@@ -5,7 +5,7 @@
 
 ``markdown`` writes one table per benchmark group (``<op>|<size>``): every provider's median
 time, its throughput from ``extra_info``, and its speed-up over each baseline provider present
-in the group (``reference``, ``torch``, ``numpy``). ``compare`` matches benchmarks by full name
+in the group (``reference``, ``reference_lean``, ``torch``, ``numpy``). ``compare`` matches benchmarks by full name
 and flags every one whose median grew by more than ``threshold`` (exit status 1 if any did).
 """
 
@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-BASELINES = ("reference", "torch", "numpy")
+BASELINES = ("reference", "reference_lean", "torch", "numpy")
 
 
 def _load(path: str) -> dict:
