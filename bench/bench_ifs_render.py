@@ -5,7 +5,9 @@ sequential iterate per image storing coordinates drawn with ``np.random.rand``, 
 windowed graded render, flips, HSV colourise, ``cv2.cvtColor`` and ``cv2.GaussianBlur``),
 ``reference_lean`` (the same pipeline with a streamlined numba chain, ~4x faster than the
 reference's own; see that module),
-``numpy`` (the reference backend; few images), ``cpu`` (C++/OpenMP, all cores) and ``cuda``.
+``numpy`` (the reference backend; few images), ``cpu`` (C++/OpenMP, all cores; a fresh output
+array per call), ``cpu_out`` (the same into one reused ``out=`` buffer: no page faults on ~50 MB
+of new output per call, the way a render loop should call it) and ``cuda``.
 Sizes (image side) come from ``bench_sizes("ifs_render")``.
 """
 
@@ -18,10 +20,10 @@ import pytest
 from conftest import bench_sizes
 
 from ofdb_fast.ops.ifs_render import RenderConfig, ifs_render
-from ofdb_fast.testing import backend_params
+from ofdb_fast.testing import backend_param, backend_params
 
 N_POINTS = 100_000
-N_IMAGES = {"reference": 8, "reference_lean": 8, "numpy": 2, "cpu": 64, "cuda": 512}
+N_IMAGES = {"reference": 8, "reference_lean": 8, "numpy": 2, "cpu": 64, "cpu_out": 64, "cuda": 512}
 
 
 def _systems(n_img: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +62,8 @@ def _reference_renderer(size: int, lean: bool):
 @pytest.mark.parametrize(
     "provider",
     [pytest.param("reference", id="reference"), pytest.param("reference_lean", id="reference_lean"),
-     *backend_params("numpy", "cpu", "cuda")],
+     *backend_params("numpy", "cpu"), pytest.param("cpu_out", marks=backend_param("cpu").marks, id="cpu_out"),
+     backend_param("cuda")],
 )
 def test_ifs_render(benchmark, provider, size):
     n_img = N_IMAGES[provider]
@@ -83,6 +86,11 @@ def test_ifs_render(benchmark, provider, size):
             out = ifs_render(dev_systems, dev_maps, size=size, config=config, backend="cuda")
             torch.cuda.synchronize()
             return out
+    elif provider == "cpu_out":
+        buffer = np.empty((n_img, size, size, 3), np.uint8)
+
+        def run():
+            return ifs_render(systems, n_maps, size=size, config=config, out=buffer, backend="cpu")
     else:
         def run():
             return ifs_render(systems, n_maps, size=size, config=config, backend=provider)

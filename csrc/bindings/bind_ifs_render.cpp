@@ -54,7 +54,7 @@ py::array ifs_render_cpu_py(CArray<double> systems, CArray<int64_t> n_maps, CArr
                             bool jitter, double jitter_lo, double jitter_hi, int jitter_tries,
                             double translate, bool scale, double scale_lo, double scale_hi, bool flips,
                             bool color, bool patch, bool background, bool blur, double blur_lo,
-                            double blur_hi, bool counts_only) {
+                            double blur_hi, bool counts_only, py::object out_obj) {
   OFDB_CHECK(systems.ndim() == 4 && systems.shape(2) == 2 && systems.shape(3) == 3,
              "systems must have shape [B, K, 2, 3]");
   const int64_t B = systems.shape(0);
@@ -74,8 +74,21 @@ py::array ifs_render_cpu_py(CArray<double> systems, CArray<int64_t> n_maps, CArr
                   scale, scale_lo, scale_hi, flips, color, patch, background, blur, blur_lo, blur_hi,
                   probs_ptr != nullptr,
                   counts_only);
-  py::array out = counts_only ? py::array(py::array_t<int32_t>({B, (int64_t)height, (int64_t)width}))
-                              : py::array(py::array_t<uint8_t>({B, (int64_t)height, (int64_t)width, (int64_t)3}));
+  py::array out;
+  if (out_obj.is_none()) {
+    out = counts_only ? py::array(py::array_t<int32_t>({B, (int64_t)height, (int64_t)width}))
+                      : py::array(py::array_t<uint8_t>({B, (int64_t)height, (int64_t)width, (int64_t)3}));
+  } else {
+    // Written in place: it must already be exactly right (no conversion may make a silent copy).
+    const bool ok = counts_only ? py::isinstance<py::array_t<int32_t, py::array::c_style>>(out_obj)
+                                : py::isinstance<py::array_t<uint8_t, py::array::c_style>>(out_obj);
+    OFDB_CHECK(ok, "out must be a C-contiguous int32 (counts) or uint8 (rgb) NumPy array");
+    out = out_obj.cast<py::array>();
+    OFDB_CHECK(out.writeable(), "out must be writable");
+    const int64_t want[4] = {B, height, width, 3};
+    OFDB_CHECK(out.ndim() == (counts_only ? 3 : 4), "out has the wrong number of dimensions");
+    for (int d = 0; d < out.ndim(); ++d) OFDB_CHECK(out.shape(d) == want[d], "out has the wrong shape");
+  }
   int32_t* counts = counts_only ? static_cast<int32_t*>(out.mutable_data()) : nullptr;
   uint8_t* rgb = counts_only ? nullptr : static_cast<uint8_t*>(out.mutable_data());
   {
@@ -109,7 +122,7 @@ void bind_ifs_render(py::module_& m) {
         py::arg("jitter_lo"), py::arg("jitter_hi"), py::arg("jitter_tries"), py::arg("translate"),
         py::arg("scale"), py::arg("scale_lo"), py::arg("scale_hi"), py::arg("flips"), py::arg("color"),
         py::arg("patch"), py::arg("background"), py::arg("blur"), py::arg("blur_lo"), py::arg("blur_hi"),
-        py::arg("counts_only"));
+        py::arg("counts_only"), py::arg("out") = py::none());
 #ifdef OFDB_WITH_CUDA
   m.def("ifs_render_cuda", &ifs_render_cuda_py,
         "IFS chaos-game render on device pointers; counts: int32 [B, H, W] (scratch unless counts_only), "

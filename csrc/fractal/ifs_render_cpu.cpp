@@ -297,8 +297,13 @@ void rasterize_block(const RenderParams& p, const Lane& L, const double* scl, ui
     idx[t] = lands ? r * W + c : -1;
   }
   if (!p.patch) {
-    for (int t = 0; t < cnt; ++t)
-      if (idx[t] >= 0) ++hist[idx[t]];
+    // Branch-free: points outside the window (unpredictable when the window crops) count into
+    // a throw-away slot, one of 16 so that repeated misses do not form one dependency chain.
+    alignas(64) int32_t sink[16];
+    for (int t = 0; t < cnt; ++t) {
+      int32_t* dst = idx[t] >= 0 ? hist + idx[t] : sink + (t & 15);
+      ++*dst;
+    }
     return;
   }
   for (int t = 0; t < cnt; ++t) {

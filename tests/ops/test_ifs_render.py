@@ -353,3 +353,74 @@ def test_default_batch_exercises_blur_and_flips():
     blurred = _rng.u01(keys, ref.AUG_BLUR) > 0.5
     transposed = _rng.u01(keys, ref.AUG_FLIP) > 0.5
     assert 0 < blurred.sum() < 8 and 0 < transposed.sum() < 8
+
+
+# ----------------------------------------------------------------------------- out=
+@pytest.mark.parametrize("backend", backend_params("numpy", "cpu"))
+@pytest.mark.parametrize("output", ["rgb", "counts"])
+def test_out_is_written_in_place(batch, output, backend):
+    # out starts as garbage: every pixel must be written, and reuse must not leak a previous image.
+    systems, n_maps = batch
+    kw = dict(size=(37, 53), seed=5, config=DEFAULT, output=output, backend=backend)
+    want = ifs_render(systems, n_maps, **kw)
+    out = np.full(want.shape, 0xAB, dtype=want.dtype)
+    for seed in (9, 5):  # the second call overwrites the first call's images
+        got = ifs_render(systems, n_maps, out=out, **{**kw, "seed": seed})
+        assert got is out
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("backend", backend_params("cpu"))
+def test_out_torch_tensor_shares_memory(batch, backend):
+    torch = pytest.importorskip("torch")
+    systems, n_maps = batch
+    want = ifs_render(systems, n_maps, size=32, config=DEFAULT, backend=backend)
+    out = torch.zeros((8, 32, 32, 3), dtype=torch.uint8)
+    got = ifs_render(torch.from_numpy(systems), torch.from_numpy(n_maps), size=32, config=DEFAULT, out=out,
+                     backend=backend)
+    assert got is out
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", backend_params("cuda"))
+@pytest.mark.parametrize("output", ["rgb", "counts"])
+def test_out_cuda(batch, output, backend):
+    torch = pytest.importorskip("torch")
+    systems, n_maps = (torch.from_numpy(a).cuda() for a in batch)
+    kw = dict(size=40, seed=2, config=dataclasses.replace(DEFAULT, background=False), output=output, backend=backend)
+    want = ifs_render(systems, n_maps, **kw)
+    out = torch.full(tuple(want.shape), 7, dtype=want.dtype, device="cuda")
+    assert ifs_render(systems, n_maps, out=out, **kw) is out
+    assert torch.equal(out, want)
+
+
+def test_out_empty_batch():
+    out = np.zeros((0, 8, 8, 3), np.uint8)
+    assert ifs_render(np.zeros((0, 2, 2, 3)), size=8, out=out, backend="numpy") is out
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: np.zeros((8, 32, 32, 3), np.int32), "shape .* and dtype uint8"),
+        (lambda: np.zeros((8, 32, 31, 3), np.uint8), "shape"),
+        (lambda: np.zeros((8, 32, 3, 32), np.uint8).transpose(0, 1, 3, 2), "C-contiguous"),
+        (lambda: np.zeros((8, 32, 32, 3), np.uint8)[..., ::-1], "C-contiguous"),
+    ],
+)
+def test_out_bad(batch, make, match):
+    systems, n_maps = batch
+    with pytest.raises(ValueError, match=match):
+        ifs_render(systems, n_maps, size=32, config=DEFAULT, out=make(), backend="numpy")
+
+
+def test_out_read_only_and_wrong_kind(batch):
+    torch = pytest.importorskip("torch")
+    systems, n_maps = batch
+    ro = np.zeros((8, 32, 32, 3), np.uint8)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        ifs_render(systems, n_maps, size=32, config=DEFAULT, out=ro, backend="numpy")
+    with pytest.raises(TypeError, match="same array type"):
+        ifs_render(systems, n_maps, size=32, config=DEFAULT, out=torch.zeros((8, 32, 32, 3), dtype=torch.uint8))

@@ -85,6 +85,7 @@ def ifs_render(
     probs=None,  # [B, K] float64 map probabilities; None -> |det A_k| / sum
     config: RenderConfig | None = None,
     output: str = "rgb",
+    out=None,  # optional preallocated result, written in place and returned
     backend: str = "auto",
 ):
     """Render one fractal image per IFS system.
@@ -104,6 +105,10 @@ def ifs_render(
         config: :class:`RenderConfig` (defaults: F4AD/OFDB-4AD settings).
         output: ``"rgb"`` -> uint8 ``[B, H, W, 3]``; ``"counts"`` -> int32 ``[B, H, W]`` raw hit
             counts after jitter and window, before flips/colour/blur.
+        out: optional C-contiguous array of exactly that shape and dtype, of the caller's array
+            type and on the input's device; the images are written into it and it is returned.
+            Reusing one buffer across calls saves allocating (and first touching) ~0.8 MB per
+            512x512 image.
         backend: ``"auto"``, ``"numpy"``, ``"cpu"`` or ``"cuda"``.
 
     Returns:
@@ -135,6 +140,9 @@ def ifs_render(
     if output not in ("rgb", "counts"):
         raise ValueError(f"output must be 'rgb' or 'counts', got {output!r}")
     device = _arrays.device_of(systems)
+    if out is not None:
+        _check_out(out, systems, (n_img, height, width) if output == "counts" else (n_img, height, width, 3),
+                   "int32" if output == "counts" else "uint8")
 
     if n_maps is not None:
         n_maps = _check_int_vector(n_maps, "n_maps", n_img)
@@ -165,6 +173,8 @@ def ifs_render(
 
     chosen = _dispatch.resolve(OP, backend, device, supported=("numpy", "cpu", "cuda"),
                                auto_order={"cpu": ("cpu", "numpy"), "cuda": ("cuda",)})
+    if n_img == 0 and out is not None:
+        return out
     if n_img == 0:
         shape = (0, height, width) if output == "counts" else (0, height, width, 3)
         dtype = "int32" if output == "counts" else "uint8"
@@ -172,7 +182,7 @@ def ifs_render(
             return _arrays.cuda_empty(shape, dtype, systems)
         return _arrays.wrap_like(np.zeros(shape, dtype), systems)
     if chosen == "cuda":
-        return _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, output)
+        return _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, output, out)
 
     sys_np = np.ascontiguousarray(_arrays.to_numpy(systems, "systems"), dtype=np.float64)
     nm_np = (np.full(n_img, n_max, np.int64) if n_maps is None
@@ -180,13 +190,36 @@ def ifs_render(
     ids_np = (np.arange(n_img, dtype=np.int64) if image_ids is None
               else np.ascontiguousarray(_arrays.to_numpy(image_ids, "image_ids"), dtype=np.int64))
     pr_np = None if probs is None else np.ascontiguousarray(_arrays.to_numpy(probs, "probs"), dtype=np.float64)
+    dest = None if out is None else _arrays.to_numpy(out, "out")
     if chosen == "numpy":
-        out = _reference.ifs_render(sys_np, nm_np, size=(height, width), seed=seed, image_ids=ids_np,
-                                    probs=pr_np, config=config, output=output)
+        result = _reference.ifs_render(sys_np, nm_np, size=(height, width), seed=seed, image_ids=ids_np,
+                                       probs=pr_np, config=config, output=output)
+        if dest is not None:
+            np.copyto(dest, result)
     else:
-        out = _ext.load().ifs_render_cpu(sys_np, nm_np, ids_np, pr_np, **_kernel_kwargs(
+        result = _ext.load().ifs_render_cpu(sys_np, nm_np, ids_np, pr_np, out=dest, **_kernel_kwargs(
             height, width, seed, config, output))
-    return _arrays.wrap_like(out, systems)
+    return out if out is not None else _arrays.wrap_like(result, systems)
+
+
+def _check_out(out: Any, systems: Any, shape: tuple, dtype: str) -> None:
+    """``out`` must be a writable C-contiguous array of ``shape``/``dtype`` like ``systems``."""
+    kind = _arrays.kind_of(out)
+    if kind != _arrays.kind_of(systems) or _arrays.device_of(out) != _arrays.device_of(systems):
+        raise TypeError(
+            f"out must be the same array type on the same device as systems "
+            f"({_arrays.kind_of(systems)} on {_arrays.device_of(systems)}), got {kind} on {_arrays.device_of(out)}"
+        )
+    if tuple(out.shape) != shape or str(out.dtype).replace("torch.", "") != dtype:
+        raise ValueError(f"out must have shape {shape} and dtype {dtype}, got {tuple(out.shape)} {out.dtype}")
+    if kind == "torch":
+        contiguous, writable = out.is_contiguous(), not out.requires_grad
+    elif kind == "cupy":
+        contiguous, writable = bool(out.flags.c_contiguous), True
+    else:
+        contiguous, writable = bool(out.flags.c_contiguous), bool(out.flags.writeable)
+    if not contiguous or not writable:
+        raise ValueError("out must be C-contiguous and writable (not a strided view, not read-only, no grad)")
 
 
 def _kernel_kwargs(height: int, width: int, seed: int, config: RenderConfig, output: str) -> dict:
@@ -218,7 +251,7 @@ def _cuda_range(like: Any, n: int, fill: int | None):
         return cupy.arange(n, dtype=cupy.int64) if fill is None else cupy.full(n, fill, dtype=cupy.int64)
 
 
-def _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, output):
+def _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, output, out=None):
     if config.background and output == "rgb":
         raise RuntimeError(
             "ifs_render: config.background=True is not implemented on the cuda backend yet; "
@@ -229,8 +262,12 @@ def _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, ou
     nm_d = _cuda_range(systems, n_img, n_max) if n_maps is None else _arrays.cuda_contiguous(n_maps, "int64")
     ids_d = _cuda_range(systems, n_img, None) if image_ids is None else _arrays.cuda_contiguous(image_ids, "int64")
     pr_d = None if probs is None else _arrays.cuda_contiguous(probs, "float64")
-    counts = _arrays.cuda_empty((n_img, height, width), "int32", systems)
-    rgb = None if output == "counts" else _arrays.cuda_empty((n_img, height, width, 3), "uint8", systems)
+    if output == "counts":
+        counts = out if out is not None else _arrays.cuda_empty((n_img, height, width), "int32", systems)
+        rgb = None
+    else:
+        counts = _arrays.cuda_empty((n_img, height, width), "int32", systems)
+        rgb = out if out is not None else _arrays.cuda_empty((n_img, height, width, 3), "uint8", systems)
     _ext.load().ifs_render_cuda(
         _arrays.cuda_pointer(sys_d), _arrays.cuda_pointer(nm_d), _arrays.cuda_pointer(ids_d),
         0 if pr_d is None else _arrays.cuda_pointer(pr_d), _arrays.cuda_pointer(counts),
