@@ -247,9 +247,17 @@ bool build_prefilter(const float* z, int64_t n, int64_t width, Prefilter* f) {
 #endif
   if (width > kMaxFilterWidth) return false;
   float max_abs = 0.0f;
-  for (int64_t c = 0; c < n * width; ++c) {
-    const float v = std::fabs(z[c]);
-    if (std::isfinite(v)) max_abs = std::max(max_abs, v);
+#pragma omp parallel for schedule(static) reduction(max : max_abs)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* zi = z + i * width;
+    float m = 0.0f;
+#pragma omp simd reduction(max : m)
+    for (int64_t k = 0; k < width; ++k) {
+      const float v = std::fabs(zi[k]);
+      const float w = v < std::numeric_limits<float>::infinity() ? v : 0.0f;  // NaN and inf: 0
+      m = w > m ? w : m;
+    }
+    max_abs = m > max_abs ? m : max_abs;
   }
   if (!(max_abs >= kMinFilterRange)) return false;
   f->qwidth = (width + kQChunk - 1) / kQChunk * kQChunk;
@@ -258,6 +266,10 @@ bool build_prefilter(const float* z, int64_t n, int64_t width, Prefilter* f) {
   f->u.assign(static_cast<size_t>(n * f->qwidth), 128);
   f->norm2.resize(static_cast<size_t>(n));
   f->err.resize(static_cast<size_t>(n));
+  // Any level is admissible (e_i is measured from the level actually stored), so the rounding
+  // uses a float reciprocal; the error sum is float64 from exact products (scale * level has at
+  // most 24 + 7 significant bits).
+  const float inv = 127.0f / max_abs;
   const double scale = f->scale;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -265,17 +277,17 @@ bool build_prefilter(const float* z, int64_t n, int64_t width, Prefilter* f) {
     uint8_t* ui = f->u.data() + i * f->qwidth;
     double e2 = 0.0;
     int32_t q2 = 0;
-    bool finite = true;
+    int finite = 1;
+    // Any summation order is fine here (nonnegative terms; the 1e-9 below covers it).
+#pragma omp simd reduction(+ : e2, q2) reduction(& : finite)
     for (int64_t k = 0; k < width; ++k) {
-      if (!std::isfinite(zi[k])) {
-        finite = false;
-        continue;
-      }
-      const double level = std::max(-127.0, std::min(127.0, std::nearbyint(zi[k] / scale)));
+      const float v = zi[k];
+      finite &= std::isfinite(v) ? 1 : 0;
+      const float level = std::isfinite(v) ? std::min(127.0f, std::max(-127.0f, std::nearbyint(v * inv))) : 0.0f;
       const int32_t q = static_cast<int32_t>(level);
       ui[k] = static_cast<uint8_t>(q + 128);
       q2 += q * q;
-      const double t = static_cast<double>(zi[k]) - scale * level;  // exact in float64
+      const double t = static_cast<double>(v) - scale * static_cast<double>(level);
       e2 += t * t;
     }
     // float64 sum and sqrt are ~1e-16 relative; 1e-9 and the upward float rounding cover them.
