@@ -6,7 +6,12 @@ spec and the ``numpy`` backend, float64). The other backends work in float32:
 - ``torch``: the reference project's approach, a Python loop of small torch ops per selected point
   (one ``argmax(...).item()`` host sync per iteration); runs on CPU and CUDA tensors. The benchmark
   baseline. On CUDA the projection is a torch matmul (TF32 if the caller enabled it).
-- ``cpu``: C++/OpenMP, one fused pass per iteration (``csrc/patchcore/kcenter_greedy_cpu.cpp``).
+- ``cpu``: C++/OpenMP, one fused pass per iteration (``csrc/patchcore/kcenter_greedy_cpu.cpp``)
+  behind an exact int8 prefilter: an 8-bit copy of the rows (one quarter of the bytes, resident in
+  the cores' L2 at 20,000 x 128) and each row's measured quantisation error bound every distance
+  from below, and only rows that bound cannot rule out (~0.3-1% per iteration on random data)
+  get the float32 distance. The selected indices and radii are bit-identical to scanning every
+  row in float32 (tested); only the memory traffic changes.
 - ``cuda``: fused kernels, two launches per iteration and no host sync inside the loop
   (``csrc/patchcore/kcenter_greedy_cuda.cu``). ``proj_dtype="float16"`` (cuda only) stores the
   projected rows as float16 (float32 arithmetic): half the memory and the bytes read per
