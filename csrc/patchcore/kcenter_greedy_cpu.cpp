@@ -24,9 +24,11 @@
 // cover) and rel far above every float32 rounding of a and of d (see prefilter_rel), min(score, d) and
 // min(cover, d) keep their values and the row is skipped; every other row takes the float32 path above.
 // Scores, cover and indices are therefore bit-identical to scanning every row in float32
-// (prefilter=false, tested); only the work changes. Guards: d must also exceed kTinyDistance (so that
-// no float32 underflow in d can matter), a must be finite, rows wider than kMaxFilterWidth and data
-// with max |z| < kMinFilterRange skip the filter.
+// (prefilter=false, tested); only the work changes. The test is evaluated squared in float64 (no sqrt,
+// no overflow). Guards: d must also exceed kTinyDistance (so that no float32 underflow in d can
+// matter); rows with a non-finite value are never skipped; rows wider than kMaxFilterWidth and data
+// with max |z| < kMinFilterRange skip the filter. Integer sums wrap modulo 2^32 in the SIMD code, and
+// the true |q_i - q_c|^2 < 2^31 (width <= kMaxFilterWidth), so the wrapped result is exact.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -217,7 +219,7 @@ void exact_initial_score(const float* z, int64_t n, int64_t width, float* score)
 // ---------------------------------------------------------------------------- int8 prefilter
 
 constexpr int64_t kQChunk = 64;               // row copies are padded (with level 0) to a multiple of this
-constexpr int64_t kMaxFilterWidth = 32768;    // keeps every integer sum below 2^31 (4 * 127^2 * width)
+constexpr int64_t kMaxFilterWidth = 32768;    // 4 * 127^2 * width < 2^31: |q_i - q_c|^2 fits int32
 constexpr float kMinFilterRange = 1e-12f;     // max |z| below this: a scale this small buys nothing
 constexpr float kTinyDistance = 1e-15f;       // skipped rows have d above this (d^2 >> float32 subnormals)
 
