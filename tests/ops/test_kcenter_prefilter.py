@@ -95,3 +95,9 @@ def test_all_rows_selected(backend, rng):
     assert_same(on, off)
     assert sorted(on[0].tolist()) == list(range(300))
     assert on[1][-1] == 0.0
+
+
+def test_rows_wider_than_the_filter_limit(backend, rng):
+    # Beyond 32,768 columns the int8 sums could overflow int32: the filter steps aside.
+    x = rng.standard_normal((40, 33_000)).astype(np.float32)
+    assert_same(*both(x, 10))
