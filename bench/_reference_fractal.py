@@ -25,8 +25,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_reference_renderer(size: int, n_points: int, lean: bool = False):
-    """Return ``render(system [n, 2, 3] f64, rng) -> uint8 [size, size, 3]`` (JIT on first call)."""
+def make_reference_renderer(size: int, n_points: int, lean: bool = False, raster_only: bool = False):
+    """Return ``render(system [n, 2, 3] f64, rng) -> uint8 [size, size, 3]`` (JIT on first call).
+
+    ``raster_only``: stop after the graded raster (float64 ``[size, size]``): the reference's
+    per-image "iterate + render", without flips, colour and blur.
+    """
     import cv2
     from numba import njit
 
@@ -115,6 +119,8 @@ def make_reference_renderer(size: int, n_points: int, lean: bool = False):
         centre = centre + extent * rng.uniform(-0.2, 0.2, 2)
         half = extent * rng.uniform(0.5, 2.0, 2) / 2
         img = raster(pts, centre - half, centre + half, size)
+        if raster_only:
+            return img
         if rng.random() > 0.5:
             img = img.T
         if rng.random() > 0.5:

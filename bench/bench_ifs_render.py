@@ -42,20 +42,28 @@ def _systems(n_img: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return systems, rng.integers(2, n_max + 1, n_img)
 
 
-def _reference_renderer(size: int, lean: bool):
+def _reference_renderer(size: int, lean: bool, raster_only: bool = False):
     """The reference generator's per-image pipeline over a batch (numba JIT on first use)."""
     from _reference_fractal import make_reference_renderer
 
-    render = make_reference_renderer(size, N_POINTS, lean=lean)
+    render = make_reference_renderer(size, N_POINTS, lean=lean, raster_only=raster_only)
 
     def run(systems, n_maps):
         rng = np.random.default_rng(0)
-        out = np.empty((len(systems), size, size, 3), np.uint8)
+        out = np.empty((len(systems), size, size) if raster_only else (len(systems), size, size, 3),
+                       np.float64 if raster_only else np.uint8)
         for b in range(len(systems)):
             out[b] = render(np.ascontiguousarray(systems[b, : n_maps[b]]), rng)
         return out
 
     return run
+
+
+def _record(benchmark, n_img: int) -> None:
+    if benchmark.stats is not None:
+        seconds = benchmark.stats.stats.min
+        benchmark.extra_info["images_per_s"] = n_img / seconds
+        benchmark.extra_info["points_per_s"] = n_img * N_POINTS / seconds
 
 
 @pytest.mark.parametrize("size", bench_sizes("ifs_render"))
@@ -104,7 +112,38 @@ def test_ifs_render(benchmark, provider, size):
     rounds = {"numpy": 1, "reference": 3, "reference_lean": 3}.get(provider, 10)
     out = benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
     assert tuple(out.shape) == (n_img, size, size, 3)
-    if benchmark.stats is not None:
-        seconds = benchmark.stats.stats.min
-        benchmark.extra_info["images_per_s"] = n_img / seconds
-        benchmark.extra_info["points_per_s"] = n_img * N_POINTS / seconds
+    _record(benchmark, n_img)
+
+
+@pytest.mark.parametrize("size", bench_sizes("ifs_render"))
+@pytest.mark.parametrize(
+    "provider",
+    [pytest.param("reference", id="reference"), pytest.param("reference_lean", id="reference_lean"),
+     pytest.param("cpu_out", marks=backend_param("cpu").marks, id="cpu_out")],
+)
+def test_ifs_render_raster_stage(benchmark, provider, size):
+    """The chaos game and the windowed raster alone (the issue's "iterate + render"): the
+    reference's graded float64 raster vs ``output="counts"`` (int32 hit counts; the division by
+    the maximum is left to the colour stage) into a reused buffer."""
+    n_img = N_IMAGES[provider]
+    systems, n_maps = _systems(n_img)
+    config = RenderConfig(n_points=N_POINTS)
+    if provider.startswith("reference"):
+        if importlib.util.find_spec("numba") is None:
+            pytest.skip("reference: numba is needed")
+        ref = _reference_renderer(size, lean=provider == "reference_lean", raster_only=True)
+        ref(systems[:1], n_maps[:1])
+
+        def run():
+            return ref(systems, n_maps)
+    else:
+        buffer = np.empty((n_img, size, size), np.int32)
+
+        def run():
+            return ifs_render(systems, n_maps, size=size, config=config, output="counts", out=buffer, backend="cpu")
+
+    benchmark.group = f"ifs_render_raster|{size}"
+    benchmark.extra_info.update(device="cpu", dtype="float64", shape=[n_img, size, size], n_points=N_POINTS)
+    out = benchmark.pedantic(run, rounds=3 if provider.startswith("reference") else 10, warmup_rounds=1)
+    assert tuple(out.shape) == (n_img, size, size)
+    _record(benchmark, n_img)
