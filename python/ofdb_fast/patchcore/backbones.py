@@ -22,6 +22,11 @@ Conventions:
   * ``"random"`` (or ``None``): PyTorch's default initialisation under ``torch.manual_seed``
     of the given seed, with a loud warning (``warnings.warn`` and a line on stderr): anomaly
     detection with random features is only meaningful for tests and ablations.
+- BatchNorm adaptation (:func:`adapt_batchnorm`, PatchCore's ``bn_adapt``): AdaBN (Li et al.,
+  "Revisiting Batch Normalization For Practical Domain Adaptation", 2016) with PreciseBN's
+  aggregation (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): the running mean/var of
+  every BatchNorm are replaced by the statistics of its inputs over the given images, while the
+  learned affine parameters and all convolutions stay as they are.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ DEFAULT_WEIGHTS = "IMAGENET1K_V1"
 RANDOM_WEIGHTS = "random"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _STEM = ("conv1", "bn1", "relu", "maxpool")
+# Images per forward pass of adapt_batchnorm: fixed, so the statistics do not depend on the
+# caller's batch size (only on the images and their order).
+BN_ADAPT_CHUNK = 64
 
 # Output channels and stride of each layer (the same for every supported backbone family).
 _CHANNELS = {
@@ -328,3 +336,92 @@ def build_extractor(
     for p in extractor.parameters():
         p.requires_grad_(False)
     return extractor
+
+
+def adapt_batchnorm(extractor: Any, batches: Any, chunk: int = BN_ADAPT_CHUNK) -> dict[str, int]:
+    """Replace the running statistics of every BatchNorm in ``extractor`` by those of ``batches``.
+
+    The images are regrouped into forward passes of ``chunk`` images (the last one smaller) in
+    train mode, so each BatchNorm normalises with the statistics of the current chunk, as in
+    training; a pre-hook sums every BatchNorm's input per channel (float64) over all chunks.
+    The running mean becomes the mean over all images and positions, the running variance
+    the unbiased variance (PyTorch's convention for running stats). With at most ``chunk``
+    images this is exactly the population statistics of each layer's input given the adapted
+    layers before it. Deterministic for the same images in the same order; affine weights,
+    convolutions and ``requires_grad`` are untouched; the extractor is left in eval mode.
+
+    Args:
+        extractor: a ``torch.nn.Module`` holding ``BatchNorm1d/2d/3d`` layers.
+        batches: iterable of float tensors ``[B, 3, H, W]`` on the extractor's device.
+        chunk: images per forward pass.
+
+    Returns:
+        ``{"n_images": N, "n_layers": number of BatchNorm layers, "n_chunks": forward passes}``.
+
+    Example:
+        >>> adapt_batchnorm(net, [torch.randn(8, 3, 64, 64)])  # doctest: +SKIP
+        {'n_images': 8, 'n_layers': 20, 'n_chunks': 1}
+    """
+    torch = _import_torch()
+    bns = [m for m in extractor.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError(f"bn_adapt needs a backbone with BatchNorm layers, got {type(extractor).__name__} "
+                         f"without any (ViT backbones use LayerNorm)")
+    sums: dict[Any, list] = {}
+
+    def hook(module, inputs):
+        x = inputs[0].detach().to(torch.float64)
+        dims = [d for d in range(x.ndim) if d != 1]
+        s = sums.setdefault(module, [0.0, 0.0, 0])
+        s[0] = s[0] + x.sum(dims)
+        s[1] = s[1] + (x * x).sum(dims)
+        s[2] += x.numel() // x.shape[1]
+
+    handles = [m.register_forward_pre_hook(hook) for m in bns]
+    momenta = [m.momentum for m in bns]
+    n_images = n_chunks = 0
+    try:
+        for m in bns:
+            m.momentum = 0.0  # running buffers untouched during the pass; set below
+        extractor.train()
+        with torch.no_grad():
+            for x in _rechunk(torch, batches, chunk):
+                extractor(x)
+                n_images += int(x.shape[0])
+                n_chunks += 1
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        extractor.eval()
+    if not n_images:
+        raise ValueError("bn_adapt needs at least one image, got none")
+    for m in bns:
+        s1, s2, n = sums[m]
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp_min(0.0) * (n / max(n - 1, 1))
+        m.running_mean.copy_(mean.to(m.running_mean.dtype))
+        m.running_var.copy_(var.to(m.running_var.dtype))
+        if m.num_batches_tracked is not None:
+            m.num_batches_tracked.fill_(n_chunks)
+    return {"n_images": n_images, "n_layers": len(bns), "n_chunks": n_chunks}
+
+
+def _rechunk(torch: Any, batches: Any, chunk: int):
+    """Regroup an iterable of ``[B, ...]`` tensors into tensors of exactly ``chunk`` rows (the
+    last one may be smaller), so the grouping does not depend on the incoming batch sizes."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    buf: list = []
+    held = 0
+    for b in batches:
+        buf.append(b)
+        held += int(b.shape[0])
+        while held >= chunk:
+            x = torch.cat(buf)
+            yield x[:chunk]
+            rest = x[chunk:]
+            buf, held = ([rest] if rest.shape[0] else []), int(rest.shape[0])
+    if held:
+        yield torch.cat(buf)

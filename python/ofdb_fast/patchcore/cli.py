@@ -65,6 +65,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     a("--scorer", default="knn", choices=["knn", "fewshot"],
       help="knn: PatchCore's L2 kNN (default); fewshot: per-layer max cosine to the reference patches "
            "(AnomalyGPT), 1 - mean over layers")
+    a("--bn-adapt", action="store_true",
+      help="re-estimate the backbone's BatchNorm statistics on the fit images (AdaBN) before embedding "
+           "them; saved with the model and used unchanged at predict time (default off)")
     a("--coreset-backend", default="auto")
 
 
@@ -167,7 +170,7 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         pretrain_embed_dimension=args.pretrain_embed_dimension, target_embed_dimension=args.target_embed_dimension,
         patch_size=args.patch_size, anomaly_scorer_num_nn=args.anomaly_scorer_num_nn,
         coreset_percentage=args.coreset_percentage, coreset_method=args.coreset_method, seed=args.seed,
-        reweight=args.reweight, sigma=sigma, resize=args.resize, imagesize=args.imagesize,
+        reweight=args.reweight, bn_adapt=args.bn_adapt, sigma=sigma, resize=args.resize, imagesize=args.imagesize,
         coreset_backend=args.coreset_backend, **_runtime_kwargs(args))
 
 

@@ -20,6 +20,14 @@ Few-shot (``fewshot.py``): ``shots=K`` fits on K training images picked with ``s
 coreset while the bank is small); ``scorer="fewshot"`` scores with AnomalyGPT's per-layer max
 cosine to the reference patches instead of the kNN distance, its banks saved as
 ``layer_bank.<i>`` tensors. Backbones may be ResNets or ViT/DINO/CLIP (``vit_backbones.py``).
+
+BatchNorm adaptation (``bn_adapt=True``, off by default as in the reference): before the fit
+images are embedded, every BatchNorm's running mean/var is re-estimated on those same images
+(``backbones.adapt_batchnorm``: AdaBN with PreciseBN aggregation), so the features are
+normalised for the category's good images instead of for the pretraining data (a
+fractal-pretrained backbone's statistics come from fractals; a random one's are the identity).
+Test images are never used. The adapted backbone is saved with the model (``backbone.*``
+tensors, whatever the weights) and used unchanged by ``predict`` and after ``load``.
 """
 
 from __future__ import annotations
@@ -68,9 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "std": list(IMAGENET_STD),
     "shots": 0,
     "scorer": "knn",
+    "bn_adapt": False,
 }
 # Keys added after format version 1 was first written: files without them get these values.
-_LATER_KEYS = {"shots": 0, "scorer": "knn"}
+_LATER_KEYS = {"shots": 0, "scorer": "knn", "bn_adapt": False}
 
 
 def resolve_device(device: str) -> str:
@@ -107,8 +116,9 @@ def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"coreset_percentage must be > 0, got {cfg['coreset_percentage']}")
     if cfg["coreset_method"] not in CORESET_METHODS:
         raise ValueError(f"coreset_method must be one of {CORESET_METHODS}, got {cfg['coreset_method']!r}")
-    if not isinstance(cfg["reweight"], bool):
-        raise TypeError(f"reweight must be a bool, got {type(cfg['reweight']).__name__}")
+    for key in ("reweight", "bn_adapt"):
+        if not isinstance(cfg[key], bool):
+            raise TypeError(f"{key} must be a bool, got {type(cfg[key]).__name__}")
     cfg["sigma"] = require_float(cfg["sigma"], "sigma", lo=0.0)
     for key in ("mean", "std"):
         val = cfg[key]
@@ -144,6 +154,8 @@ class PatchCore:
         num_workers: image-decoding threads for datasets with a ``batches()`` method.
         shots: fit on this many training images picked with ``seed`` (0: all of them).
         scorer: ``"knn"`` (PatchCore's L2 kNN) or ``"fewshot"`` (per-layer max cosine).
+        bn_adapt: re-estimate the backbone's BatchNorm statistics on the fit images before
+            embedding them (see the module docstring); needs a backbone with BatchNorm.
 
     Example:
         >>> model = PatchCore(backbone="resnet18", weights="random", resize=80, imagesize=64)  # doctest: +SKIP
@@ -182,6 +194,7 @@ class PatchCore:
         num_workers: int = 2,
         shots: int = 0,
         scorer: str = "knn",
+        bn_adapt: bool = False,
         _backbone_state: dict | None = None,
     ):
         raw = dict(backbone=backbone, layers=layers, weights=weights,
@@ -190,7 +203,7 @@ class PatchCore:
                    anomaly_scorer_num_nn=anomaly_scorer_num_nn, coreset_percentage=coreset_percentage,
                    coreset_method=coreset_method, coreset_proj_dim=coreset_proj_dim, seed=seed,
                    reweight=reweight, reweight_b=reweight_b, sigma=sigma, resize=resize,
-                   imagesize=imagesize, mean=list(mean), std=list(std), shots=shots, scorer=scorer)
+                   imagesize=imagesize, mean=list(mean), std=list(std), shots=shots, scorer=scorer, bn_adapt=bn_adapt)
         self.config = _check_config(raw)
         self.device = resolve_device(device)
         self.batch_size = require_int(batch_size, "batch_size", minimum=1)
@@ -281,6 +294,11 @@ class PatchCore:
             idx = _fewshot.select_shots(len(data), cfg["shots"], seed=cfg["seed"])
             data, used = _fewshot.take_shots(data, idx)
             shot_info = {"shots": used, "shot_indices": idx.tolist()}
+        if cfg["bn_adapt"]:
+            t_bn = time.perf_counter()
+            bn = _bb.adapt_batchnorm(self.extractor, (self._as_batch(b["image"])
+                                                      for b in self._batches(data, "fit: BatchNorm statistics")))
+            shot_info["bn_adapt"] = {**bn, "seconds": round(time.perf_counter() - t_bn, 4)}
         chunks = []
         layer_chunks: list[list] = []
         n_images = 0
@@ -415,7 +433,8 @@ class PatchCore:
     # ------------------------------------------------------------------ save/load
     def _backbone_needs_saving(self) -> bool:
         w = self.config["weights"]
-        return w == _bb.RANDOM_WEIGHTS or _bb.is_checkpoint_path(w)
+        # Adapted BatchNorm statistics exist nowhere else: saved whatever the weights are.
+        return w == _bb.RANDOM_WEIGHTS or _bb.is_checkpoint_path(w) or self.config["bn_adapt"]
 
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``.
@@ -503,10 +522,11 @@ class PatchCore:
             raise ValueError(f"{ten_path} memory_bank must contain only finite values, got NaN or inf")
         layer_banks = _pop_layer_banks(tensors, cfg, ten_path)
         backbone_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        needs_backbone = cfg["weights"] == _bb.RANDOM_WEIGHTS or _bb.is_checkpoint_path(cfg["weights"])
+        needs_backbone = (cfg["weights"] == _bb.RANDOM_WEIGHTS or _bb.is_checkpoint_path(cfg["weights"])
+                          or cfg["bn_adapt"])
         if (meta.get("backbone_saved") or needs_backbone) and not backbone_state:
-            raise ValueError(f"{ten_path} must contain the backbone.* tensors (weights {cfg['weights']!r} "
-                             f"cannot be loaded again by name)")
+            why = "its BatchNorm statistics were adapted" if cfg["bn_adapt"] else "cannot be loaded again by name"
+            raise ValueError(f"{ten_path} must contain the backbone.* tensors (weights {cfg['weights']!r}: {why})")
         extra = sorted(k for k in tensors if not k.startswith("backbone."))
         if extra:
             raise ValueError(f"{ten_path} has unexpected tensors: {extra[:5]}")
