@@ -28,9 +28,11 @@ Steps (each with the project's real machinery; all outputs under ``--out``, defa
 Measured outcome (2-core CI-class machine, the other core busy, everything single-threaded:
 ``OMP_NUM_THREADS=1``; full preset). Wall time: ``ofdb-fast demo --seed 4`` took 346 s (render
 0.1 s, pretraining 156 s at 74 images/s, evaluations 94 s and 92 s; over seeds 0-4 pretraining
-took 140-162 s and an evaluation 89-118 s). With 2 threads on a quieter machine the earlier
-measurement was about 190 s, before ``--bn-adapt``, which adds one forward pass over the train
-images per category (a few seconds per evaluation; the noise on this shared machine is larger).
+took 140-162 s and an evaluation 89-118 s). ``make demo`` from a fresh clone on the idle 2-core
+CI machine (2 threads, seed 0, at commit d5f63f0): 176 s after the build (pretraining 92 s),
+mean image AUROC 0.9141 vs 0.8802, pixel AUROC 0.9870 vs 0.9823, AUPRO 0.9606 vs 0.9536, fractal
+higher on all three (pretraining results depend on the thread count, hence not the seed-0 row
+below).
 Mean over the 4 categories, fractal vs random init, PatchCore layer1+2 at 224 px (seeds 0-2
 chose the setting, 3-4 are held out):
 
