@@ -144,3 +144,42 @@ def test_combined_is_pooled_but_not_scored(plate, tmp_path):
     combined = np.array([t == "combined" for t in res.defect_types])
     assert combined.sum() == 2 and np.all(run.clusters[combined] == -1)
     assert run.n_clusters == 4 and res.info["n_scored"] == 16
+
+
+def test_bn_adapt_uses_train_good_only(plate, tmp_path):
+    import shutil
+
+    import torch
+
+    from ofdb_fast.cluster import cluster_category
+    from ofdb_fast.cluster.embed import build_model
+
+    plain = cluster_category(str(plate), modes=["unsupervised"], taus=[1.0], seed=0, **SMALL)
+    assert plain.info["bn_adapt"] is None
+    model = build_model(seed=0, **SMALL)
+    before = model.extractor.bn1.running_mean.clone()
+    res = cluster_category(str(plate), modes=["unsupervised"], taus=[1.0], seed=0, bn_adapt=True, model=model)
+    n_train = len(list((plate / "train" / "good").glob("*.png")))
+    assert res.info["bn_adapt"]["n_images"] == n_train
+    assert not torch.equal(model.extractor.bn1.running_mean, before)  # adapted in place
+    # Deterministic, and the test images play no part: adding a test image leaves the statistics alone.
+    again = build_model(seed=0, **SMALL)
+    cat = tmp_path / "plate"
+    shutil.copytree(plate, cat)
+    extra = sorted((cat / "test" / "hole").glob("*.png"))[0]
+    shutil.copy(extra, extra.with_name("extra.png"))
+    cluster_category(str(cat), modes=["unsupervised"], taus=[1.0], seed=0, bn_adapt=True, model=again)
+    for (name, a), (_, b) in zip(model.extractor.named_buffers(), again.extractor.named_buffers()):
+        assert torch.equal(a, b), name
+
+
+def test_cli_bn_adapt(plate, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["cluster", "--data", str(plate), "--out", str(out), "--bn-adapt", "--no-sheets", *CLI_SMALL]) == 0
+    assert json.loads((out / "metrics.json").read_text())["bn_adapt"]["n_images"] > 0
+    import shutil
+
+    cat = tmp_path / "no_train"
+    shutil.copytree(plate / "test", cat / "test")
+    assert main(["cluster", "--data", str(cat), "--out", str(tmp_path / "o2"), "--bn-adapt", *CLI_SMALL]) == 2
+    assert "--bn-adapt needs normal images in" in capsys.readouterr().err

@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     a("--k-max", type=int, default=10, help="largest K tried by --n-clusters estimate (default 10)")
     a("--defects-only", action="store_true", help="leave test/good out of the clustering")
     a("--no-layer-norm", action="store_true", help="skip the per-image LayerNorm of the layer maps")
+    a("--bn-adapt", action="store_true",
+      help="re-estimate the backbone's BatchNorm statistics on train/good first (AdaBN; useful for backbones "
+           "pretrained on another domain, e.g. fractals)")
     a("--backbone", default="wide_resnet50_2", help="wide_resnet50_2 | resnet18 | resnet50 | resnet101")
     a("--layers", default="layer2,layer3", help="comma-separated backbone layers (default layer2,layer3)")
     a("--weights", default="IMAGENET1K_V1",
@@ -120,13 +123,14 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / "test").is_dir():
         raise OSError(f"--data {data} must be a category directory with test/<type>/ folders (MVTec layout)")
-    if "supervised" in args.mode and not (data / "train" / "good").is_dir():
-        raise OSError(f"--mode supervised needs normal images in {data / 'train' / 'good'}, which does not exist")
+    for needs, flag in (("supervised" in args.mode, "--mode supervised"), (args.bn_adapt, "--bn-adapt")):
+        if needs and not (data / "train" / "good").is_dir():
+            raise OSError(f"{flag} needs normal images in {data / 'train' / 'good'}, which does not exist")
     out = _prepare_out(args.out, args.overwrite)
     res = cluster_category(
         str(data), modes=args.mode, taus=args.tau, train_ratio=args.train_ratio, n_clusters=k,
         k_max=args.k_max, include_good=not args.defects_only, layer_norm=not args.no_layer_norm,
-        seed=args.seed, knn_backend=args.knn_backend, progress=not args.quiet,
+        seed=args.seed, knn_backend=args.knn_backend, bn_adapt=args.bn_adapt, progress=not args.quiet,
         backbone=args.backbone, layers=args.layers.replace(",", " ").split(), weights=args.weights,
         pretrain_embed_dimension=args.pretrain_embed_dimension,
         target_embed_dimension=args.target_embed_dimension, resize=args.resize, imagesize=args.imagesize,

@@ -87,10 +87,9 @@ def embed_images(model: Any, batches: Iterable[Any], *, layer_norm: bool = True)
     return torch.cat(parts)
 
 
-def embed_paths(model: Any, paths: Sequence[str], *, layer_norm: bool = True, progress: bool = False,
-                desc: str = "embed"):
-    """Load, preprocess (the model's resize / centre crop / normalisation) and embed image
-    files: torch ``[N, P, D]``."""
+def load_batches(model: Any, paths: Sequence[str], *, progress: bool = False, desc: str = "load"):
+    """Yield the image files as model-ready torch batches ``[B, 3, H, W]`` (the model's resize /
+    centre crop / normalisation, ``model.batch_size`` images at a time)."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -99,10 +98,20 @@ def embed_paths(model: Any, paths: Sequence[str], *, layer_norm: bool = True, pr
     c = model.config
     pre = Preprocess(resize=c["resize"], imagesize=c["imagesize"], mean=tuple(c["mean"]), std=tuple(c["std"]))
     bs = model.batch_size
-    starts = range(0, len(paths), bs)
+    for s in tqdm(range(0, len(paths), bs), desc=desc, unit="batch", disable=not progress, leave=False):
+        yield model._as_batch(np.stack([load_image(p, pre) for p in paths[s:s + bs]]))
 
-    def batches():
-        for s in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-            yield np.stack([load_image(p, pre) for p in paths[s:s + bs]])
 
-    return embed_images(model, batches(), layer_norm=layer_norm)
+def embed_paths(model: Any, paths: Sequence[str], *, layer_norm: bool = True, progress: bool = False,
+                desc: str = "embed"):
+    """Load, preprocess (the model's resize / centre crop / normalisation) and embed image
+    files: torch ``[N, P, D]``."""
+    return embed_images(model, load_batches(model, paths, progress=progress, desc=desc), layer_norm=layer_norm)
+
+
+def adapt_to_normals(model: Any, paths: Sequence[str], *, progress: bool = False) -> dict[str, int]:
+    """Re-estimate the backbone's BatchNorm statistics on normal images (AdaBN; see
+    ``ofdb_fast.patchcore.backbones.adapt_batchnorm``), in place."""
+    from ..patchcore.backbones import adapt_batchnorm
+
+    return adapt_batchnorm(model.extractor, load_batches(model, paths, progress=progress, desc="BatchNorm statistics"))

@@ -72,6 +72,7 @@ def cluster_category(
     layer_norm: bool = True,
     seed: int = 0,
     knn_backend: str = "auto",
+    bn_adapt: bool = False,
     model: Any = None,
     progress: bool = False,
     **model_kwargs: Any,
@@ -90,6 +91,9 @@ def cluster_category(
         layer_norm: the reproduction's per-image LayerNorm of the layer maps.
         seed: normal-image draw (and random backbone weights).
         knn_backend: backend of the patch distances (``cluster_alpha``'s).
+        bn_adapt: first re-estimate the backbone's BatchNorm statistics on all ``train/good``
+            images (AdaBN, as PatchCore's ``bn_adapt``; test images are never used). Changes
+            ``model`` in place when one is passed.
         model: a :func:`ofdb_fast.cluster.embed.build_model` result; built from
             ``model_kwargs`` (``backbone``, ``layers``, ``weights``, ``device``, ...) if None.
         progress: progress bars.
@@ -102,7 +106,7 @@ def cluster_category(
         >>> res.runs[0].metrics["nmi"]  # doctest: +SKIP
     """
     from ..patchcore.data import GOOD, list_samples
-    from .embed import build_model, embed_paths
+    from .embed import adapt_to_normals, build_model, embed_paths
 
     modes = _check_modes(modes)
     taus = [float(t) for t in ([taus] if isinstance(taus, (int, float)) else taus)]
@@ -130,6 +134,12 @@ def cluster_category(
     if model is None:
         model = build_model(seed=seed, **model_kwargs)
     t0 = time.perf_counter()
+    bn_info = None
+    if bn_adapt:
+        train_paths = [s.path for s in list_samples(category_dir, "train", require_masks=False)]
+        if not train_paths:
+            raise ValueError(f"bn_adapt needs normal images in {category_dir}/train/good, found none")
+        bn_info = adapt_to_normals(model, train_paths, progress=progress)
     z = embed_paths(model, paths, layer_norm=layer_norm, progress=progress, desc="embed test")
     normals = None
     n_normal_used = 0
@@ -161,7 +171,7 @@ def cluster_category(
         "category": str(category_dir), "n_images": len(paths), "n_scored": int(scored.sum()),
         "labels": label_names, "n_normal_images": n_normal_used, "train_ratio": train_ratio,
         "include_good": include_good, "layer_norm": layer_norm, "seed": seed, "device": model.device,
-        "knn_backend": knn_backend, "n_patches": int(z.shape[1]), "dim": int(z.shape[2]),
+        "knn_backend": knn_backend, "bn_adapt": bn_info, "n_patches": int(z.shape[1]), "dim": int(z.shape[2]),
         "model": dict(model.config), "seconds": {"embed": round(t_embed, 4), "alpha": round(t_alpha, 4),
                                                  "cluster": round(t_cluster, 4)},
     }
