@@ -320,7 +320,6 @@ def test_param_file_with_too_few_systems(tmp_path, capsys):
 
 # -------------------------------------------------------------------------- multi
 def test_multi_fractals_small(tmp_path):
-    pytest.importorskip("ofdb_fast.fractal.multi")
     args = ("--dataset_type", "multi-fractals", "--size", "32", "--n_points", "300")
     assert _run(tmp_path / "a", *args) == 0
     assert _run(tmp_path / "b", *args, "--shard", "1/2") == 0

@@ -132,8 +132,7 @@ def test_on_the_fly_equals_image_folder(tmp_path):
 
 
 def test_on_the_fly_equals_generate_output(tmp_path):
-    """The real `generate` (needs the public ifs_render op) against the on-the-fly source."""
-    pytest.importorskip("ofdb_fast.ops.ifs_render", reason="ofdb_fast.ops.ifs_render not in this build")
+    """The real `generate` against the on-the-fly source."""
     from ofdb_fast.fractal.dataset import generate
 
     opts = _tiny_generate_options(tmp_path, backend="cpu")
