@@ -422,5 +422,5 @@ def test_out_read_only_and_wrong_kind(batch):
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writable"):
         ifs_render(systems, n_maps, size=32, config=DEFAULT, out=ro, backend="numpy")
-    with pytest.raises(TypeError, match="same array type"):
+    with pytest.raises(TypeError, match="same array type as systems"):
         ifs_render(systems, n_maps, size=32, config=DEFAULT, out=torch.zeros((8, 32, 32, 3), dtype=torch.uint8))

@@ -205,12 +205,10 @@ def ifs_render(
 def _check_out(out: Any, systems: Any, shape: tuple, dtype: str) -> None:
     """``out`` must be a writable C-contiguous array of ``shape``/``dtype`` like ``systems``."""
     kind = _arrays.kind_of(out)
-    if kind != _arrays.kind_of(systems) or _arrays.device_of(out) != _arrays.device_of(systems):
-        raise TypeError(
-            f"out must be the same array type on the same device as systems "
-            f"({_arrays.kind_of(systems)} on {_arrays.device_of(systems)}), got {kind} on {_arrays.device_of(out)}"
-        )
-    if tuple(out.shape) != shape or str(out.dtype).replace("torch.", "") != dtype:
+    if kind != _arrays.kind_of(systems):
+        raise TypeError(f"out must be the same array type as systems ({_arrays.kind_of(systems)}), got {kind}")
+    _validate.require_same_device("systems", systems, "out", out)
+    if tuple(out.shape) != shape or _validate.dtype_name(out) != dtype:
         raise ValueError(f"out must have shape {shape} and dtype {dtype}, got {tuple(out.shape)} {out.dtype}")
     if kind == "torch":
         contiguous, writable = out.is_contiguous(), not out.requires_grad
