@@ -134,17 +134,16 @@ def cluster_category(
     if model is None:
         model = build_model(seed=seed, **model_kwargs)
     t0 = time.perf_counter()
+    train = list_samples(category_dir, "train", require_masks=False) if bn_adapt or "supervised" in modes else []
     bn_info = None
     if bn_adapt:
-        train_paths = [s.path for s in list_samples(category_dir, "train", require_masks=False)]
-        if not train_paths:
+        if not train:
             raise ValueError(f"bn_adapt needs normal images in {category_dir}/train/good, found none")
-        bn_info = adapt_to_normals(model, train_paths, progress=progress)
+        bn_info = adapt_to_normals(model, [s.path for s in train], progress=progress)
     z = embed_paths(model, paths, layer_norm=layer_norm, progress=progress, desc="embed test")
     normals = None
     n_normal_used = 0
     if "supervised" in modes:
-        train = list_samples(category_dir, "train", require_masks=False)
         idx = select_normal_images(len(train), len(paths), train_ratio, seed)
         n_normal_used = len(idx)
         normals = embed_paths(model, [train[i].path for i in idx], layer_norm=layer_norm, progress=progress,
