@@ -8,7 +8,8 @@ temporary name and moved into place):
 - ``assignments.csv``: one row per (mode, tau, image): ``mode, tau, path, defect_type,
   cluster`` (cluster -1: a ``combined`` image, not clustered);
 - ``metrics.json``: the configuration, timings and per (mode, tau) ``nmi``, ``ari``, ``f1``,
-  ``n_clusters`` (and the silhouette scores when K is estimated);
+  ``n_clusters`` (and the silhouette scores when K is estimated); with ground-truth masks also
+  ``alpha_on_defect`` / ``defect_cell_share`` (:mod:`ofdb_fast.cluster.localisation`);
 - ``sheets/<mode>_tau<tau>/cluster_<k>.png``: a contact sheet per cluster, thumbnails captioned
   with their folder label.
 """
@@ -38,8 +39,9 @@ def register(subparsers) -> None:
     a = p.add_argument
     a("--data", required=True, help="category directory (MVTec layout: test/<type>/, train/good/)")
     a("--out", required=True, help="output directory")
-    a("--mode", nargs="+", default=["unsupervised"], choices=["unsupervised", "supervised", "average"],
-      help="alpha modes to run (default unsupervised)")
+    a("--mode", nargs="+", default=["unsupervised"], choices=["unsupervised", "supervised", "average", "mask"],
+      help="alpha modes to run (default unsupervised); 'mask' weights patches by the ground-truth masks: a "
+           "diagnostic of the backbone's embeddings (it reads the labels), not a clustering method")
     a("--tau", nargs="+", type=float, default=[2.0],
       help="softmax temperatures (default 2.0, the reproduction's); several reuse the distances")
     a("--train-ratio", type=float, default=1.0,
@@ -142,11 +144,15 @@ def run(args: argparse.Namespace) -> int:
     for r in res.runs:
         for p, t, c in zip(res.paths, res.defect_types, r.clusters):
             w.writerow([r.mode, f"{r.tau:g}", p, t, int(c)])
+        loc = r.localisation or {}
         runs.append({"mode": r.mode, "tau": r.tau, "n_clusters": r.n_clusters, "estimated_k": r.estimated,
                      **{m: float(v) for m, v in r.metrics.items()},
+                     **({"localisation": loc} if loc else {}),
                      "silhouette": {str(kk): v for kk, v in r.silhouette.items()}})
+        where = (f"  alpha on defect {loc['alpha_on_defect']:.2f} (uniform {loc['defect_cell_share']:.2f})"
+                 if loc.get("n_localised") else "")
         print(f"{r.mode:12s} tau {r.tau:<5g} K {r.n_clusters:<3d} NMI {r.metrics['nmi']:.3f}  "
-              f"ARI {r.metrics['ari']:.3f}  F1 {r.metrics['f1']:.3f}")
+              f"ARI {r.metrics['ari']:.3f}  F1 {r.metrics['f1']:.3f}{where}")
         if not args.no_sheets:
             for c in range(r.n_clusters):
                 members = [i for i in np.flatnonzero(r.clusters == c)]

@@ -13,6 +13,11 @@ Protocol (the reproduction's, other-seeds.md 1a/1c):
   excluded), an int, or ``"estimate"`` (our extension: best mean silhouette of the Ward cuts,
   :mod:`ofdb_fast.cluster.algorithm`).
 - The patch distances of a mode are computed once for all taus.
+- Ground truth, when the category has masks (:mod:`ofdb_fast.cluster.localisation`): every run
+  also reports ``alpha_on_defect`` / ``defect_cell_share`` (where its weights went), and the
+  extra mode ``"mask"`` weights the patches by their ground-truth defect coverage -- a
+  diagnostic that reads the labels (the best case of the weighting, so its NMI measures the
+  backbone's embeddings alone), not a clustering method.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from .alpha import MODES, image_embeddings, select_normal_images
+from .alpha import MODES, cluster_alpha, select_normal_images, weighted_embeddings
 from .algorithm import DEFAULT_K_MAX, cluster_embeddings
+from .localisation import alpha_localisation, defect_coverage, mask_alpha
 from .metrics import clustering_metrics
 
 COMBINED = "combined"
+MASK = "mask"
+PIPELINE_MODES = (*MODES, MASK)
 
 
 @dataclasses.dataclass
@@ -40,8 +48,9 @@ class ClusterRun:
     clusters: np.ndarray  # [N] int64; -1 for images left out of the clustering (combined)
     n_clusters: int
     estimated: bool
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # nmi, ari, f1
     silhouette: dict[int, float]
+    localisation: dict[str, Any] | None = None  # alpha_on_defect, defect_cell_share, n_localised
 
 
 @dataclasses.dataclass
@@ -54,9 +63,9 @@ class ClusterResult:
 
 def _check_modes(modes: Sequence[str]) -> list[str]:
     modes = [modes] if isinstance(modes, str) else list(modes)
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in PIPELINE_MODES]
     if not modes or bad:
-        raise ValueError(f"modes must be a non-empty list of {MODES}, got {modes}")
+        raise ValueError(f"modes must be a non-empty list of {PIPELINE_MODES}, got {modes}")
     return list(dict.fromkeys(modes))
 
 
@@ -82,7 +91,8 @@ def cluster_category(
     Args:
         category_dir: ``<root>/<category>`` with ``test/<type>/`` (and ``train/good`` for the
             supervised mode).
-        modes: any of ``"unsupervised"``, ``"supervised"``, ``"average"``.
+        modes: any of ``"unsupervised"``, ``"supervised"``, ``"average"``, and ``"mask"`` (the
+            ground-truth weighting, a diagnostic; needs a mask for every defective image).
         taus: softmax temperatures (>= 0); the distances are reused across them.
         train_ratio: supervised bank size relative to the test count (capped by train/good).
         n_clusters: ``"labels"``, an int, or ``"estimate"``.
@@ -141,6 +151,19 @@ def cluster_category(
             raise ValueError(f"bn_adapt needs normal images in {category_dir}/train/good, found none")
         bn_info = adapt_to_normals(model, [s.path for s in train], progress=progress)
     z = embed_paths(model, paths, layer_norm=layer_norm, progress=progress, desc="embed test")
+    if MASK in modes:
+        unmasked = [s.path for s in samples if s.defect_type != GOOD and s.mask_path is None]
+        if unmasked:
+            raise ValueError(f"mode '{MASK}' needs a ground-truth mask for every defective image; "
+                             f"{len(unmasked)} have none, e.g. {unmasked[0]}")
+    coverage = None
+    if any(s.mask_path is not None for s in samples):
+        from ..patchcore.data import Preprocess
+
+        c = model.config
+        pre = Preprocess(resize=c["resize"], imagesize=c["imagesize"], mean=tuple(c["mean"]), std=tuple(c["std"]))
+        coverage = defect_coverage([s.mask_path for s in samples], pre, int(z.shape[1]))
+    localised = scored & np.array([t != GOOD for t in types])
     normals = None
     n_normal_used = 0
     if "supervised" in modes:
@@ -154,17 +177,23 @@ def cluster_category(
     truth = [t for t, s in zip(types, scored) if s]
     for mode in modes:
         t1 = time.perf_counter()
-        x_all = image_embeddings(z, mode, taus, normal_embeddings=normals if mode == "supervised" else None,
-                                 backend=knn_backend)
-        x_all = x_all.detach().cpu().numpy() if hasattr(x_all, "detach") else np.asarray(x_all)
+        if mode == MASK:
+            import torch
+
+            alphas = [torch.as_tensor(mask_alpha(coverage), device=z.device)] * len(taus)
+        else:
+            alphas = cluster_alpha(z, mode, taus, normal_embeddings=normals if mode == "supervised" else None,
+                                   backend=knn_backend)
+        x_all = [weighted_embeddings(z, a).cpu().numpy() for a in alphas]
         t2 = time.perf_counter()
         t_alpha += t2 - t1
-        for tau, x in zip(taus, x_all):
+        for tau, x, a in zip(taus, x_all, alphas):
             labels, cinfo = cluster_embeddings(x[scored], k, k_max=k_max)
             clusters = np.full(len(paths), -1, np.int64)
             clusters[scored] = labels
+            loc = None if coverage is None else alpha_localisation(a.cpu().numpy(), coverage, localised)
             runs.append(ClusterRun(mode, tau, clusters, cinfo["n_clusters"], cinfo["estimated"],
-                                   clustering_metrics(truth, labels), cinfo["silhouette"]))
+                                   clustering_metrics(truth, labels), cinfo["silhouette"], loc))
         t_cluster += time.perf_counter() - t2
     info = {
         "category": str(category_dir), "n_images": len(paths), "n_scored": int(scored.sum()),
