@@ -155,7 +155,7 @@ def test_cli_mask_mode_and_json(plate, tmp_path, capsys):
     assert main(["cluster", "--data", str(plate), "--out", str(out), "--mode", "unsupervised", "mask",
                  "--tau", "1", "--no-sheets", *CLI_SMALL]) == 0
     printed = capsys.readouterr().out
-    assert "alpha on defect 1.00" in printed and printed.count("alpha on defect") == 2
+    assert "alpha on defect 1.000 (uniform 0.0" in printed and printed.count("alpha on defect") == 2
     doc = json.loads((out / "metrics.json").read_text())
     locs = {r["mode"]: r["localisation"] for r in doc["runs"]}
     assert locs["mask"]["alpha_on_defect"] == pytest.approx(1.0) and locs["unsupervised"]["n_localised"] == 16

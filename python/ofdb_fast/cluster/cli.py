@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                      **{m: float(v) for m, v in r.metrics.items()},
                      **({"localisation": loc} if loc else {}),
                      "silhouette": {str(kk): v for kk, v in r.silhouette.items()}})
-        where = (f"  alpha on defect {loc['alpha_on_defect']:.2f} (uniform {loc['defect_cell_share']:.2f})"
+        where = (f"  alpha on defect {loc['alpha_on_defect']:.3f} (uniform {loc['defect_cell_share']:.3f})"
                  if loc.get("n_localised") else "")
         print(f"{r.mode:12s} tau {r.tau:<5g} K {r.n_clusters:<3d} NMI {r.metrics['nmi']:.3f}  "
               f"ARI {r.metrics['ari']:.3f}  F1 {r.metrics['f1']:.3f}{where}")
