@@ -1,11 +1,14 @@
 // knn_score on the CPU: blocked |q|^2 - 2 q.b + |b|^2 with a per-query sorted top-k.
 //
-// Parallel mapping: one OpenMP task per block of up to ~64 queries (dynamic schedule; blocks
-// shrink, down to one register tile, so that every thread gets about two of them).
-// Inside a block (a small GEMM, BLIS-style):
-// - the queries are packed once into tiles of kMR rows stored depth-major ([D][kMR]);
-// - the bank is walked in blocks of kBankBlock rows, each packed into panels of kNR rows,
-//   also depth-major ([D][kNR]: the bank rows become vector lanes);
+// Parallel mapping: the bank is walked in super-blocks of kSuperRows rows; all threads first
+// pack one super-block into panels of kNR rows, depth-major ([D][kNR]: the bank rows become
+// vector lanes), shared by everyone, then each takes blocks of up to ~64 queries (dynamic
+// schedule; blocks shrink, down to one register tile, so that every thread gets about two of
+// them). The bank is thus packed once per call (packing it again for every query block cost
+// as much as the arithmetic), and the packed copy never exceeds one super-block.
+// Inside a query block (a small GEMM, BLIS-style):
+// - the queries are packed into tiles of kMR rows stored depth-major ([D][kMR]);
+// - the super-block is walked in blocks of kBankBlock rows (whole panels);
 // - a register tile of kMR queries x kNR bank rows accumulates outer products: per depth d,
 //   two vector loads of the panel, kMR broadcasts of q[i][d], 2 kMR fused multiply-adds;
 // - depth is walked in chunks of kDepthChunk (outermost, so a chunk of the packed data stays
@@ -56,6 +59,7 @@ template <typename T>
 using vec_t = typename Vec<T>::type;
 
 constexpr int64_t kBankBlock = 128;  // a multiple of every kNR
+constexpr int64_t kSuperRows = 32 * kBankBlock;  // 4,096 rows: 16 MB of packed float32 at D = 1024
 constexpr int64_t kDepthChunk = 128;
 constexpr int64_t kQueryBlock = (64 + kMR - 1) / kMR * kMR;
 
@@ -106,20 +110,26 @@ inline vec_t<double> broadcast(double x) {
 #endif
 }
 
-// panel[d * kNR + r] = bank row r, element d; rows past n_rows are zero.
+// panel[d * kNR + r] = bank row r, element d; rows past n_rows are zero. Rows are read
+// contiguously (row-outer order); the panel (D x kNR) stays in cache while it fills.
 template <typename T>
 void pack_panel(const T* bank, int64_t n_rows, int64_t dim, T* panel) {
   constexpr int NR = Vec<T>::kNR;
-  for (int64_t d = 0; d < dim; ++d)
-    for (int r = 0; r < NR; ++r) panel[d * NR + r] = r < n_rows ? bank[r * dim + d] : T(0);
+  if (n_rows < NR) std::fill(panel, panel + dim * NR, T(0));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const T* row = bank + r * dim;
+    for (int64_t d = 0; d < dim; ++d) panel[d * NR + r] = row[d];
+  }
 }
 
 // tile[d * kMR + i] = query row min(i, n_rows - 1), element d (a ragged tile repeats its last
 // row, so every lane computes something valid; the extra results are discarded).
 template <typename T>
 void pack_queries(const T* queries, int64_t n_rows, int64_t dim, T* tile) {
-  for (int64_t d = 0; d < dim; ++d)
-    for (int i = 0; i < kMR; ++i) tile[d * kMR + i] = queries[std::min<int64_t>(i, n_rows - 1) * dim + d];
+  for (int i = 0; i < kMR; ++i) {
+    const T* row = queries + std::min<int64_t>(i, n_rows - 1) * dim;
+    for (int64_t d = 0; d < dim; ++d) tile[d * kMR + i] = row[d];
+  }
 }
 
 // dots[i * ld + r] (+)= sum over d in [d0, d1) of query i[d] * bank row r[d], for one packed
@@ -195,50 +205,57 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
   int64_t block = (n_queries + 2 * n_threads - 1) / (2 * n_threads);
   block = std::clamp<int64_t>((block + kMR - 1) / kMR * kMR, kMR, kQueryBlock);
   const int64_t n_blocks = (n_queries + block - 1) / block;
+  const int64_t super_rows = std::min(kSuperRows, (n_bank + NR - 1) / NR * NR);
+  std::vector<T> packed(super_rows * dim);  // one packed super-block, shared
+  std::vector<int64_t> count(n_queries, 0);  // entries of each query's top-k so far
 #pragma omp parallel
   {
-    std::vector<T> panels(kBankBlock * dim);
     std::vector<T> tiles(kQueryBlock * dim);
     std::vector<T> dots(kQueryBlock * kBankBlock);
     std::vector<float> dist(kQueryBlock * kBankBlock);
     double query_norm[kQueryBlock];
-    int64_t count[kQueryBlock];
+    for (int64_t s0 = 0; s0 < n_bank; s0 += kSuperRows) {
+      const int64_t ns = std::min(kSuperRows, n_bank - s0);
+      const int64_t n_panels = (ns + NR - 1) / NR;
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < n_panels; ++p)
+        pack_panel(bank + (s0 + p * NR) * dim, std::min<int64_t>(NR, ns - p * NR), dim, packed.data() + p * NR * dim);
+      // (the implicit barrier: the super-block is packed before anyone reads it)
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t blk = 0; blk < n_blocks; ++blk) {
-      const int64_t q0 = blk * block;
-      const int64_t nq = std::min(block, n_queries - q0);
-      for (int64_t i = 0; i < nq; ++i) {
-        query_norm[i] = squared_norm(queries + (q0 + i) * dim, dim);
-        count[i] = 0;
-      }
-      for (int64_t i0 = 0; i0 < nq; i0 += kMR)
-        pack_queries(queries + (q0 + i0) * dim, std::min<int64_t>(kMR, nq - i0), dim, tiles.data() + i0 * dim);
-      for (int64_t m0 = 0; m0 < n_bank; m0 += kBankBlock) {
-        const int64_t nm = std::min(kBankBlock, n_bank - m0);
-        for (int64_t j0 = 0; j0 < nm; j0 += NR)
-          pack_panel(bank + (m0 + j0) * dim, std::min<int64_t>(NR, nm - j0), dim, panels.data() + j0 * dim);
-        // dots rows cover whole tiles (ragged tiles compute throw-away rows).
-        for (int64_t d0 = 0; d0 < dim; d0 += kDepthChunk) {
-          const int64_t d1 = std::min(dim, d0 + kDepthChunk);
-          for (int64_t i0 = 0; i0 < nq; i0 += kMR)
+      for (int64_t blk = 0; blk < n_blocks; ++blk) {
+        const int64_t q0 = blk * block;
+        const int64_t nq = std::min(block, n_queries - q0);
+        for (int64_t i = 0; i < nq; ++i) query_norm[i] = squared_norm(queries + (q0 + i) * dim, dim);
+        for (int64_t i0 = 0; i0 < nq; i0 += kMR)
+          pack_queries(queries + (q0 + i0) * dim, std::min<int64_t>(kMR, nq - i0), dim, tiles.data() + i0 * dim);
+        for (int64_t b0 = 0; b0 < ns; b0 += kBankBlock) {
+          const int64_t nm = std::min(kBankBlock, ns - b0);
+          const int64_t m0 = s0 + b0;
+          const T* panels = packed.data() + b0 * dim;
+          // dots rows cover whole tiles (ragged tiles compute throw-away rows).
+          for (int64_t d0 = 0; d0 < dim; d0 += kDepthChunk) {
+            const int64_t d1 = std::min(dim, d0 + kDepthChunk);
             for (int64_t j0 = 0; j0 < nm; j0 += NR)
-              dot_tile<T>(tiles.data() + i0 * dim, panels.data() + j0 * dim, d0, d1, d0 == 0,
-                          dots.data() + i0 * kBankBlock + j0, kBankBlock);
-        }
-        for (int64_t i = 0; i < nq; ++i) {
-          for (int64_t j = 0; j < nm; ++j) {
-            const double d2 = query_norm[i] - 2.0 * static_cast<double>(dots[i * kBankBlock + j]) +
-                              bank_norm[m0 + j];
-            dist[i * kBankBlock + j] = static_cast<float>(std::max(d2, 0.0));
+              for (int64_t i0 = 0; i0 < nq; i0 += kMR)
+                dot_tile<T>(tiles.data() + i0 * dim, panels + j0 * dim, d0, d1, d0 == 0,
+                            dots.data() + i0 * kBankBlock + j0, kBankBlock);
+          }
+          for (int64_t i = 0; i < nq; ++i) {
+            for (int64_t j = 0; j < nm; ++j) {
+              const double d2 = query_norm[i] - 2.0 * static_cast<double>(dots[i * kBankBlock + j]) +
+                                bank_norm[m0 + j];
+              dist[i * kBankBlock + j] = static_cast<float>(std::max(d2, 0.0));
+            }
+          }
+          for (int64_t i = 0; i < nq; ++i) {
+            float* dists = out_dist + (q0 + i) * k;
+            int64_t* idxs = out_idx + (q0 + i) * k;
+            const float* row = dist.data() + i * kBankBlock;
+            for (int64_t j = 0; j < nm; ++j) topk_insert(row[j], m0 + j, dists, idxs, &count[q0 + i], k);
           }
         }
-        for (int64_t i = 0; i < nq; ++i) {
-          float* dists = out_dist + (q0 + i) * k;
-          int64_t* idxs = out_idx + (q0 + i) * k;
-          const float* row = dist.data() + i * kBankBlock;
-          for (int64_t j = 0; j < nm; ++j) topk_insert(row[j], m0 + j, dists, idxs, &count[i], k);
-        }
       }
+      // (the implicit barrier: everyone is done with the super-block before it is overwritten)
     }
   }
 }
