@@ -135,8 +135,15 @@ def test_chunking_does_not_change_results(backend, rng):
     bank = rng.standard_normal((70, 12)).astype(np.float32)
     whole = knn_score(queries, bank, 4, return_indices=True, backend=backend)
     chunked = knn_score(queries, bank, 4, return_indices=True, chunk_size=7, backend=backend)
-    for a, b in zip(whole, chunked):
-        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole[1], chunked[1])
+    if backend == "numpy":  # element-wise differences: chunking cannot change a bit
+        np.testing.assert_array_equal(whole[0], chunked[0])
+    else:
+        # torch's addmm lets the BLAS choose its kernel by matrix shape, and a 7-row GEMM may
+        # sum in another order than a 50-row one (seen with torch 2.14 on AMD EPYC: 33 of 200
+        # distances differ, by up to 3e-7 relative; identical on the Xeon CI machine). The
+        # bound is a few float32 ulps of |q|^2 + |b|^2 (~24 here), the expansion's own error.
+        np.testing.assert_allclose(whole[0], chunked[0], rtol=0, atol=24 * 4 * np.finfo(np.float32).eps)
 
 
 def test_torch_tie_fixup_selects_lowest_indices():

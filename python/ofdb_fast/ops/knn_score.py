@@ -17,6 +17,8 @@ Backends:
 - ``torch``: the same expansion with ``addmm`` in the input dtype, chunks of ``chunk_size``
   queries (auto: about 2^24 distances per chunk on the CPU, 2^26 on CUDA), ``topk`` and a
   tie fix-up so ties follow the lowest-index rule. Runs on CPU and CUDA tensors (the GPU path).
+  The BLAS picks its GEMM kernel by shape, so another ``chunk_size`` may change distances in
+  their last float32 bits (within the expansion's error below).
 - ``triton``: the fused GEMM + running-min kernel of :mod:`ofdb_fast.triton.knn_min` (never
   materialises ``Q x M``), float32 with IEEE dot products (float64 input is rounded to
   float32, like faiss). CUDA tensors, or CPU tensors/arrays under ``TRITON_INTERPRET=1``;
