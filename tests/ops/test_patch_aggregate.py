@@ -199,3 +199,45 @@ def test_cuda_triton_and_torch_match_reference(rng):
         out = patch_aggregate(cuda, backend=backend, **dims)
         assert out.is_cuda
         np.testing.assert_allclose(out.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+_AOT_SCRIPT = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from ofdb_fast.triton.patch_aggregate import _patch_aggregate_kernel, launch_config
+
+block_n, block_t, warps = launch_config("cuda")
+names = ["x_ptr", "out_ptr", "tap_ch_ptr", "tap_off_ptr", "tap_w_ptr", "ys0_ptr", "ys1_ptr", "wy0_ptr", "wy1_ptr",
+         "xs0_ptr", "xs1_ptr", "wx0_ptr", "wx1_ptr", "n_rows", "n_t", "t_lo", "n_out", "n_channels", "height",
+         "width", "grid_h", "grid_w", "n_taps"]
+types = ["*fp32", "*fp32", "*i32", "*i32", "*fp32", "*i32", "*i32", "*fp32", "*fp32", "*i32", "*i32", "*fp32",
+         "*fp32"] + ["i32"] * 10
+for interp in (False, True):
+    for accumulate in (False, True):
+        consts = dict(PATCH=3, PAD=1, INTERP=interp, ACCUMULATE=accumulate, BLOCK_N=block_n, BLOCK_T=block_t)
+        sig = dict(zip(names, types))
+        sig.update({name: "constexpr" for name in consts})
+        kernel = triton.compile(ASTSource(_patch_aggregate_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                                options={"num_warps": warps})
+        print(interp, accumulate, "ld.global" in kernel.asm["ptx"])
+"""
+
+
+def test_kernel_compiles_for_hopper(tmp_path):
+    """The compiled (not interpreted) kernel builds for sm_90 without a GPU, for every
+    constexpr branch (bilinear taps or not, accumulate or not) at the CUDA block sizes."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(pathlib.Path(__file__).parents[2] / "python"), env.get("PYTHONPATH", "")])
+    res = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["False", "False", "True", "False", "True", "True", "True", "False", "True",
+                                  "True", "True", "True"]

@@ -37,6 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import device_of_launch
+
 BANK_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_K = 32  # the register top-k is k passes per tile: meant for PatchCore's k (1 .. a few)
 
@@ -202,12 +204,13 @@ def knn_min_triton(
     part_d = torch.empty((n_split, n_q, k), dtype=torch.float32, device=device)
     part_i = torch.empty((n_split, n_q, k), dtype=torch.int64, device=device)
     kp = max(2, triton.next_power_of_2(k))
-    _knn_min_kernel[(q_blocks, n_split)](
-        q, b, norms, part_d, part_i, n_q, n_bank, dim, tiles_per_split,
-        K=k, KP=kp, BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_D=cfg["BLOCK_D"],
-        DOT_F32=_interpreting() or b.dtype == torch.float32, IEEE=b.dtype == torch.float32,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    with device_of_launch(device):
+        _knn_min_kernel[(q_blocks, n_split)](
+            q, b, norms, part_d, part_i, n_q, n_bank, dim, tiles_per_split,
+            K=k, KP=kp, BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_D=cfg["BLOCK_D"],
+            DOT_F32=_interpreting() or b.dtype == torch.float32, IEEE=b.dtype == torch.float32,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
     return merge_partials(part_d, part_i, k)
 
 
