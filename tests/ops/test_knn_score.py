@@ -135,8 +135,14 @@ def test_chunking_does_not_change_results(backend, rng):
     bank = rng.standard_normal((70, 12)).astype(np.float32)
     whole = knn_score(queries, bank, 4, return_indices=True, backend=backend)
     chunked = knn_score(queries, bank, 4, return_indices=True, chunk_size=7, backend=backend)
-    for a, b in zip(whole, chunked):
-        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole[1], chunked[1])
+    if backend == "numpy":
+        np.testing.assert_array_equal(whole[0], chunked[0])
+    else:
+        # torch's addmm goes to BLAS (MKL/OpenBLAS, cuBLAS on the GPU), which picks its kernel by
+        # matrix shape: a 7-row chunk can round q.b differently from the 50-row whole (measured:
+        # 33 of 200 distances differ, by <= 2.9e-7 relative). Same neighbours, float32 rounding.
+        np.testing.assert_allclose(whole[0], chunked[0], rtol=1e-6, atol=1e-6)
 
 
 def test_torch_tie_fixup_selects_lowest_indices():
