@@ -5,7 +5,9 @@ spec and the ``numpy`` backend, float64). The other backends work in float32:
 
 - ``torch``: the reference project's approach, a Python loop of small torch ops per selected point
   (one ``argmax(...).item()`` host sync per iteration); runs on CPU and CUDA tensors. The benchmark
-  baseline. On CUDA the projection is a torch matmul (TF32 if the caller enabled it).
+  baseline. On CUDA the projection is a torch matmul (TF32 if the caller enabled it). BLAS may
+  round equal rows differently by their position (MKL's tail rows measured on the CPU), so
+  exact duplicates can stop tying after the projection.
 - ``cpu``: C++/OpenMP, one fused pass per iteration (``csrc/patchcore/kcenter_greedy_cpu.cpp``)
   behind an exact int8 prefilter: an 8-bit copy of the rows (one quarter of the bytes, resident in
   the cores' L2 at 20,000 x 128) and each row's measured quantisation error bound every distance
