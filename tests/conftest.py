@@ -1,8 +1,9 @@
 """Test configuration.
 
-- ``cuda`` tests are skipped without a CUDA build and device; ``triton`` tests run on a GPU,
-  or on the CPU under ``TRITON_INTERPRET=1`` (set here before triton is imported when no GPU
-  is present), with small shapes.
+- ``cuda`` tests are skipped without a CUDA build and device (``OFDB_FAST_REQUIRE_CUDA=1``
+  makes that an error); ``triton`` tests run on a GPU (their inputs moved there), or on the
+  CPU under ``TRITON_INTERPRET=1`` (set here before triton is imported when no GPU is
+  present), with small shapes.
 - OpenMP threads spin-wait by default and stall ~50x when the other core is busy: tests run
   with ``OMP_WAIT_POLICY=PASSIVE``.
 """
@@ -33,7 +34,13 @@ from ofdb_fast._dispatch import unavailable_reason  # noqa: E402
 
 def pytest_sessionstart(session):
     """Under `make test` (OFDB_FAST_REQUIRE_EXT=1) a broken build fails loudly instead of
-    silently skipping every compiled backend."""
+    silently skipping every compiled backend; on the GPU machine OFDB_FAST_REQUIRE_CUDA=1 does
+    the same for the cuda tests (a CPU-only build, or a driver older than the static cudart,
+    would otherwise skip them all)."""
+    if os.environ.get("OFDB_FAST_REQUIRE_CUDA") == "1":
+        reason = unavailable_reason("cuda")
+        if reason:
+            raise pytest.UsageError(f"OFDB_FAST_REQUIRE_CUDA=1 but the cuda backend is unavailable: {reason}")
     if os.environ.get("OFDB_FAST_REQUIRE_EXT") != "1":
         return
     from ofdb_fast import _ext

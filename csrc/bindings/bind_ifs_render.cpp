@@ -104,12 +104,12 @@ void ifs_render_cuda_py(uintptr_t systems, uintptr_t n_maps, uintptr_t image_ids
                         int width, uint64_t seed, int64_t n_points, bool jitter, double jitter_lo,
                         double jitter_hi, int jitter_tries, double translate, bool scale, double scale_lo,
                         double scale_hi, bool flips, bool color, bool patch, bool background, bool blur,
-                        double blur_lo, double blur_hi, bool counts_only, uintptr_t stream) {
+                        double blur_lo, double blur_hi, bool counts_only, int device, uintptr_t stream) {
   const RenderParams p = make_params(n_images, n_max_maps, height, width, seed, n_points, jitter, jitter_lo,
                                      jitter_hi, jitter_tries, translate, scale, scale_lo, scale_hi, flips,
                                      color, patch, background, blur, blur_lo, blur_hi, probs != 0, counts_only);
   py::gil_scoped_release release;
-  ofdb::ifs::ifs_render_cuda(p, systems, n_maps, image_ids, probs, counts, rgb, stream);
+  ofdb::ifs::ifs_render_cuda(p, systems, n_maps, image_ids, probs, counts, rgb, device, stream);
 }
 #endif
 
@@ -125,13 +125,14 @@ void bind_ifs_render(py::module_& m) {
         py::arg("counts_only"), py::arg("out") = py::none());
 #ifdef OFDB_WITH_CUDA
   m.def("ifs_render_cuda", &ifs_render_cuda_py,
-        "IFS chaos-game render on device pointers; counts: int32 [B, H, W] (scratch unless counts_only), "
-        "rgb: uint8 [B, H, W, 3] (0 when counts_only)",
+        "IFS chaos-game render on device pointers of CUDA device `device`, enqueued on `stream`; counts: "
+        "int32 [B, H, W] (scratch unless counts_only), rgb: uint8 [B, H, W, 3] (0 when counts_only)",
         py::arg("systems"), py::arg("n_maps"), py::arg("image_ids"), py::arg("probs"), py::arg("counts"),
         py::arg("rgb"), py::kw_only(), py::arg("n_images"), py::arg("n_max_maps"), py::arg("height"),
         py::arg("width"), py::arg("seed"), py::arg("n_points"), py::arg("jitter"), py::arg("jitter_lo"),
         py::arg("jitter_hi"), py::arg("jitter_tries"), py::arg("translate"), py::arg("scale"),
         py::arg("scale_lo"), py::arg("scale_hi"), py::arg("flips"), py::arg("color"), py::arg("patch"),
-        py::arg("background"), py::arg("blur"), py::arg("blur_lo"), py::arg("blur_hi"), py::arg("counts_only"), py::arg("stream"));
+        py::arg("background"), py::arg("blur"), py::arg("blur_lo"), py::arg("blur_hi"), py::arg("counts_only"),
+        py::arg("device"), py::arg("stream"));
 #endif
 }

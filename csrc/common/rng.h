@@ -60,9 +60,16 @@ OFDB_HD double u01(uint64_t key, uint64_t counter) {
   return static_cast<double>(bits(key, counter) >> 11) * kTwoPowMinus53;
 }
 
-// numpy Generator.uniform semantics: lo + (hi - lo) * u, also when lo > hi.
+// numpy Generator.uniform semantics: lo + (hi - lo) * u, also when lo > hi. Two roundings on
+// every backend: host code is built with -ffp-contract=off, and nvcc would otherwise fuse the
+// multiply-add into one DFMA (measured in the SASS of kcenter's weights_kernel), which can
+// change the float32 projection weights the CPU and NumPy backends draw.
 OFDB_HD double uniform(uint64_t key, uint64_t counter, double lo, double hi) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(lo, __dmul_rn(hi - lo, u01(key, counter)));
+#else
   return lo + (hi - lo) * u01(key, counter);
+#endif
 }
 
 // Integer in [0, n) for n >= 1 (multiply-shift on the top 32 bits; bias < n / 2^32).

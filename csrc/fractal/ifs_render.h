@@ -58,10 +58,11 @@ void ifs_render_cpu(const RenderParams& p, const double* systems, const int64_t*
                     const int64_t* image_ids, const double* probs, int32_t* counts, uint8_t* rgb);
 
 #ifdef OFDB_WITH_CUDA
-// CUDA: the same arguments as device pointers; `work` is int32 scratch [B, H, W] (may equal
-// `counts` when counts_only); everything runs on `stream` (asynchronous).
+// CUDA: the same arguments as device pointers of device `device`; `counts` is int32 [B, H, W]
+// (the output when counts_only, else scratch); everything runs on `stream` of that device
+// (asynchronous).
 void ifs_render_cuda(const RenderParams& p, uintptr_t systems, uintptr_t n_maps, uintptr_t image_ids,
-                     uintptr_t probs, uintptr_t counts, uintptr_t rgb, uintptr_t stream);
+                     uintptr_t probs, uintptr_t counts, uintptr_t rgb, int device, uintptr_t stream);
 #endif
 
 // --------------------------------------------------------------------------- exact arithmetic

@@ -26,6 +26,8 @@ namespace ofdb {
 namespace ifs {
 namespace {
 
+constexpr int64_t kMaxGridY = 65535;  // CUDA's limit on gridDim.y
+
 struct State {
   double box[4];   // window (x_lo, y_lo, x_hi, y_hi)
   double scl[2];   // pixel scales (rows, columns)
@@ -124,9 +126,10 @@ __global__ void chain_raster_kernel(RenderParams p, const double* systems, const
   }
 }
 
-__global__ void max_count_kernel(RenderParams p, const int32_t* counts, State* states) {
+// grid (<= 64 blocks, images b0 .. b0 + gridDim.y - 1).
+__global__ void max_count_kernel(RenderParams p, int64_t b0, const int32_t* counts, State* states) {
   const int64_t n_pix = static_cast<int64_t>(p.height) * p.width;
-  const int64_t b = blockIdx.y;
+  const int64_t b = b0 + blockIdx.y;
   int m = 1;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_pix;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -160,11 +163,12 @@ __device__ __forceinline__ void pixel_color(const RenderParams& p, const Finish&
   }
 }
 
-// grid (ceil(H*W / blockDim), B); blockDim >= 256 so each block can build the 256-entry table.
-__global__ void finish_kernel(RenderParams p, const int64_t* image_ids, const State* states,
+// grid (ceil(H*W / blockDim), images b0 .. b0 + gridDim.y - 1); blockDim >= 256 so each block
+// can build the 256-entry table.
+__global__ void finish_kernel(RenderParams p, int64_t b0, const int64_t* image_ids, const State* states,
                               const int32_t* counts, uint8_t* out) {
   __shared__ uint8_t lut[256 * 3];
-  const int64_t b = blockIdx.y;
+  const int64_t b = b0 + blockIdx.y;
   const int H = p.height, W = p.width;
   const int64_t n_pix = static_cast<int64_t>(H) * W;
   const uint64_t aug = rng::stream_key(p.seed, rng::kStreamAugment, static_cast<uint64_t>(image_ids[b]));
@@ -213,12 +217,13 @@ __global__ void finish_kernel(RenderParams p, const int64_t* image_ids, const St
 }  // namespace
 
 void ifs_render_cuda(const RenderParams& p, uintptr_t systems, uintptr_t n_maps, uintptr_t image_ids,
-                     uintptr_t probs, uintptr_t counts, uintptr_t rgb, uintptr_t stream) {
+                     uintptr_t probs, uintptr_t counts, uintptr_t rgb, int device, uintptr_t stream) {
   OFDB_CHECK(p.n_max_maps >= 1 && p.n_max_maps <= kMaxMaps, "ifs_render: K must be in 1..32");
   OFDB_CHECK(p.height >= 1 && p.width >= 1 && p.n_points >= 1, "ifs_render: bad size or n_points");
   OFDB_CHECK(p.counts_only || rgb != 0, "ifs_render: rgb output pointer is null");
   OFDB_CHECK(p.counts_only || !p.background, "ifs_render: background is not implemented on CUDA yet");
   if (p.n_images == 0) return;
+  DeviceGuard guard(device);  // the pointers and the stream belong to `device`
   cudaStream_t s = as_stream(stream);
   const auto* sys = reinterpret_cast<const double*>(systems);
   const auto* nm = reinterpret_cast<const int64_t*>(n_maps);
@@ -227,8 +232,8 @@ void ifs_render_cuda(const RenderParams& p, uintptr_t systems, uintptr_t n_maps,
   auto* cnt = reinterpret_cast<int32_t*>(counts);
   const int64_t n_pix = static_cast<int64_t>(p.height) * p.width;
 
-  State* states = nullptr;
-  OFDB_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&states), sizeof(State) * p.n_images, s));
+  Scratch scratch(s);  // freed stream-ordered on return, also when a launch check throws
+  State* states = scratch.get<State>(p.n_images);
   OFDB_CUDA_CHECK(cudaMemsetAsync(cnt, 0, sizeof(int32_t) * n_pix * p.n_images, s));
   const int threads = 64;  // few threads per block: the chain kernels have one thread per image
   const int blocks = ceil_div(p.n_images, threads);
@@ -237,16 +242,17 @@ void ifs_render_cuda(const RenderParams& p, uintptr_t systems, uintptr_t n_maps,
   chain_raster_kernel<<<blocks, threads, 0, s>>>(p, sys, nm, ids, pr, states, cnt);
   OFDB_CUDA_CHECK_LAUNCH();
   if (!p.counts_only) {
-    OFDB_CHECK(p.n_images <= 65535, "ifs_render (cuda): at most 65535 images per call");
-    const dim3 grid_max(static_cast<unsigned>(std::min<int64_t>(ceil_div(n_pix, 256), 64)),
-                        static_cast<unsigned>(p.n_images));
-    max_count_kernel<<<grid_max, 256, 0, s>>>(p, cnt, states);
-    OFDB_CUDA_CHECK_LAUNCH();
-    const dim3 grid(static_cast<unsigned>(ceil_div(n_pix, 256)), static_cast<unsigned>(p.n_images));
-    finish_kernel<<<grid, 256, 0, s>>>(p, ids, states, cnt, reinterpret_cast<uint8_t*>(rgb));
-    OFDB_CUDA_CHECK_LAUNCH();
+    // Images go along grid.y, at most 65535 per launch.
+    for (int64_t b0 = 0; b0 < p.n_images; b0 += kMaxGridY) {
+      const unsigned nb = static_cast<unsigned>(std::min<int64_t>(kMaxGridY, p.n_images - b0));
+      const dim3 grid_max(static_cast<unsigned>(std::min<int64_t>(ceil_div(n_pix, 256), 64)), nb);
+      max_count_kernel<<<grid_max, 256, 0, s>>>(p, b0, cnt, states);
+      OFDB_CUDA_CHECK_LAUNCH();
+      const dim3 grid(static_cast<unsigned>(ceil_div(n_pix, 256)), nb);
+      finish_kernel<<<grid, 256, 0, s>>>(p, b0, ids, states, cnt, reinterpret_cast<uint8_t*>(rgb));
+      OFDB_CUDA_CHECK_LAUNCH();
+    }
   }
-  OFDB_CUDA_CHECK(cudaFreeAsync(states, s));
 }
 
 }  // namespace ifs

@@ -300,38 +300,6 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const Best* bloc
   }
 }
 
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    OFDB_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (device != previous_) OFDB_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-
- private:
-  int previous_ = 0;
-};
-
-// Stream-ordered scratch allocations, released (also stream-ordered) when the scope ends.
-class Scratch {
- public:
-  explicit Scratch(cudaStream_t stream) : stream_(stream) {}
-  ~Scratch() {
-    for (void* p : blocks_) cudaFreeAsync(p, stream_);
-  }
-  template <typename T>
-  T* get(int64_t count) {
-    void* p = nullptr;
-    OFDB_CUDA_CHECK(cudaMallocAsync(&p, static_cast<size_t>(count > 0 ? count : 1) * sizeof(T), stream_));
-    blocks_.push_back(p);
-    return static_cast<T*>(p);
-  }
-
- private:
-  cudaStream_t stream_;
-  std::vector<void*> blocks_;
-};
-
 int grid_for(int64_t rows, int blocks_cap) {
   const int64_t wanted = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   return static_cast<int>(wanted < blocks_cap ? wanted : blocks_cap);

@@ -47,6 +47,11 @@ def device_of(x: Any) -> str:
     return "cpu"
 
 
+def device_label(x: Any) -> str:
+    """``"cpu"`` or ``"cuda:N"`` (the GPU a CUDA array lives on)."""
+    return f"cuda:{cuda_device_index(x)}" if device_of(x) == "cuda" else "cpu"
+
+
 def to_numpy(x: Any, name: str = "array") -> np.ndarray:
     """A NumPy view of a CPU array (torch CPU tensors share memory). Raises for GPU arrays."""
     kind = kind_of(x)
@@ -91,7 +96,8 @@ def cuda_stream(x: Any) -> int:
     if kind == "cupy":
         import cupy
 
-        return int(cupy.cuda.get_current_stream().ptr)
+        with cupy.cuda.Device(x.device.id):  # the current stream of x's GPU, not of the current GPU
+            return int(cupy.cuda.get_current_stream().ptr)
     raise TypeError(f"expected a CUDA torch tensor or CuPy array, got {type(x).__name__}")
 
 

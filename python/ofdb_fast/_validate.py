@@ -108,7 +108,8 @@ def require_size2(value: Any, name: str) -> tuple[int, int]:
 
 
 def require_same_device(name_a: str, a: Any, name_b: str, b: Any) -> None:
-    from ._arrays import device_of
+    """Same device, and for CUDA arrays the same GPU (kernels get raw pointers of one device)."""
+    from ._arrays import device_label
 
-    if device_of(a) != device_of(b):
-        raise ValueError(f"{name_b} must be on the same device as {name_a} ({device_of(a)}), got {device_of(b)}")
+    if device_label(a) != device_label(b):
+        raise ValueError(f"{name_b} must be on the same device as {name_a} ({device_label(a)}), got {device_label(b)}")

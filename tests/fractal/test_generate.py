@@ -374,3 +374,11 @@ def test_cuda_backend_matches_cpu(tmp_path):
     # CUDA may fuse multiply-adds in the chaos game (STYLE.md): rare boundary pixels may move.
     assert differing <= 1e-3 * len(pngs) * 32 * 32
     assert json.loads(b["ofdb_manifest.json"])["content"]["render_numerics"] == "cuda"
+
+
+@pytest.mark.cuda
+def test_cuda_background_refused_before_any_file(tmp_path, capsys):
+    # The preflight renders an empty batch; the cuda backend refuses background=True there.
+    assert _run(tmp_path / "ds", "--backend", "cuda", "--background") == 2
+    assert "background=True is not implemented on the cuda backend" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

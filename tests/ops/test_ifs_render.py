@@ -292,6 +292,49 @@ def test_cuda_background_is_refused(rng):
         ifs_render(dev, size=16, config=CONFIGS["background"], backend="cuda")
 
 
+def test_cuda_background_refused_for_an_empty_batch(monkeypatch):
+    # generate's preflight renders an empty batch to surface unsupported options before any
+    # file is written: the cuda backend must refuse background=True there too.
+    from ofdb_fast import _dispatch
+
+    monkeypatch.setattr(_dispatch, "resolve", lambda *args, **kwargs: "cuda")
+    with pytest.raises(RuntimeError, match="background=True is not implemented on the cuda backend"):
+        ifs_render(np.zeros((0, 2, 2, 3)), size=16, config=CONFIGS["background"], backend="cuda")
+    empty = ifs_render(np.zeros((0, 2, 2, 3)), size=16, config=CONFIGS["background"], output="counts",
+                       out=np.zeros((0, 16, 16), np.int32), backend="cuda")
+    assert empty.shape == (0, 16, 16)  # counts come before the background: accepted
+
+
+@pytest.mark.cuda
+def test_cuda_more_images_than_grid_y(rng):
+    # The rgb kernels put images on grid.y (at most 65535 per launch): a batch past that limit
+    # must render every image, the ones after 65535 included. No blur: bit-exact with cpu.
+    torch = pytest.importorskip("torch")
+    n = 65535 + 9
+    systems = random_systems(rng, n, 2)
+    cfg = RenderConfig(n_points=64, blur=False)
+    want = ifs_render(systems, size=6, config=cfg, backend="cpu")
+    got = ifs_render(torch.from_numpy(systems).cuda(), size=6, config=cfg, backend="cuda").cpu().numpy()
+    assert want[65535:].any()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.cuda
+def test_cuda_runs_on_the_callers_stream(rng):
+    # Inputs made and results read on a side stream: the kernels must be enqueued there.
+    torch = pytest.importorskip("torch")
+    systems = random_systems(rng, 16, 4)
+    want = ifs_render(systems, size=48, config=CONFIGS["no_blur_no_flips"], backend="cpu")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        dev = torch.from_numpy(systems).to("cuda", non_blocking=True)
+        got = ifs_render(dev, size=48, config=CONFIGS["no_blur_no_flips"], backend="cuda")
+        host = torch.empty(got.shape, dtype=got.dtype, pin_memory=True)
+        host.copy_(got, non_blocking=True)
+    side.synchronize()
+    np.testing.assert_array_equal(host.numpy(), want)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["default", "plain", "patch", "gray"])
 def test_cuda_matches_numpy(rng, name):

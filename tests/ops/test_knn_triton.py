@@ -9,6 +9,8 @@ checks at PatchCore size).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,18 @@ from ofdb_fast.testing import backend_param
 
 TRITON = backend_param("triton")
 pytestmark = pytest.mark.triton
+
+# Inputs go where the kernel runs: the GPU when there is one (the compiled kernel; conftest sets
+# TRITON_INTERPRET=1 only without a GPU), else the CPU under the interpreter.
+DEV = "cpu" if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") or not torch.cuda.is_available() else "cuda"
+
+
+def _dev(x):
+    return (torch.from_numpy(x) if isinstance(x, np.ndarray) else x).to(DEV)
+
+
+def _np(x):
+    return x.cpu().numpy()
 
 
 def _min_triton(*args, **kwargs):
@@ -58,10 +72,10 @@ def _check(dist, idx, queries, bank, k):
 def test_knn_score_triton_matches_reference(backend, n_queries, n_bank, dim, k, rng):
     queries = rng.standard_normal((n_queries, dim)).astype(np.float32)
     bank = rng.standard_normal((n_bank, dim)).astype(np.float32)
-    dist, idx = knn_score(queries, bank, k, return_indices=True, backend=backend)
-    _check(dist, idx, queries, bank, k)
+    dist, idx = knn_score(_dev(queries), _dev(bank), k, return_indices=True, backend=backend)
+    _check(_np(dist), _np(idx), queries, bank, k)
     if k == n_bank:  # k == M: a full sort
-        assert (np.sort(idx, axis=1) == np.arange(n_bank)).all()
+        assert (np.sort(_np(idx), axis=1) == np.arange(n_bank)).all()
 
 
 @pytest.mark.parametrize("backend", [TRITON])
@@ -73,12 +87,12 @@ def test_ties_lowest_index_across_splits(backend, k, n_split, rng):
     base = rng.integers(-4, 5, (40, 35)).astype(np.float32)
     bank = np.concatenate([base, base[::-1], base, base], axis=0)  # every row 4x, over 3 tiles of 64
     queries = np.concatenate([base[:3], rng.integers(-4, 5, (20, 35)).astype(np.float32)])
-    dist, idx = _min_triton(torch.from_numpy(queries), torch.from_numpy(bank), k, n_split=n_split)
+    dist, idx = _min_triton(_dev(queries), _dev(bank), k, n_split=n_split)
     ref_d, ref_i = knn_reference(queries, bank, k, return_indices=True)
-    np.testing.assert_array_equal(idx.numpy(), ref_i)
-    assert (np.abs(dist.numpy() - ref_d) <= _atol(queries, bank)).all()
+    np.testing.assert_array_equal(_np(idx), ref_i)
+    assert (np.abs(_np(dist) - ref_d) <= _atol(queries, bank)).all()
     copies = np.flatnonzero((bank == base[1]).all(axis=1))
-    np.testing.assert_array_equal(idx.numpy()[1, : min(k, 4)], copies[: min(k, 4)])
+    np.testing.assert_array_equal(_np(idx)[1, : min(k, 4)], copies[: min(k, 4)])
 
 
 @pytest.mark.parametrize("backend", [TRITON])
@@ -88,39 +102,39 @@ def test_eviction_keeps_lowest_index_among_tied_worst(backend):
     bank = np.full((130, 16), 10.0, np.float32)
     bank[0], bank[1], bank[100] = 0.0, 0.0, 0.0
     bank[0, 0], bank[1, 1], bank[100, 2] = 1.0, 1.0, 0.5
-    dist, idx = _min_triton(torch.zeros(1, 16), torch.from_numpy(bank), 2, n_split=1)
-    np.testing.assert_array_equal(idx.numpy(), [[100, 0]])
-    np.testing.assert_array_equal(dist.numpy(), [[0.25, 1.0]])
+    dist, idx = _min_triton(_dev(torch.zeros(1, 16)), _dev(bank), 2, n_split=1)
+    np.testing.assert_array_equal(_np(idx), [[100, 0]])
+    np.testing.assert_array_equal(_np(dist), [[0.25, 1.0]])
 
 
 @pytest.mark.parametrize("backend", [TRITON])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("k, n_split", [(1, 2), (3, 1)])
 def test_half_bank_solves_the_rounded_problem(backend, dtype, k, n_split, rng):
-    queries = torch.from_numpy(rng.standard_normal((45, 70)).astype(np.float32))
-    bank = torch.from_numpy(rng.standard_normal((140, 70)).astype(np.float32)).to(dtype)
+    queries = _dev(rng.standard_normal((45, 70)).astype(np.float32))
+    bank = _dev(rng.standard_normal((140, 70)).astype(np.float32)).to(dtype)
     from ofdb_fast.triton.knn_min import bank_sqnorm
 
     dist, idx = _min_triton(queries, bank, k, sqnorm=bank_sqnorm(bank), n_split=n_split)
-    q_r = queries.to(dtype).float().numpy()  # the kernel rounds the queries to the bank dtype
-    _check(dist.numpy(), idx.numpy(), q_r, bank.float().numpy(), k)
+    q_r = _np(queries.to(dtype).float())  # the kernel rounds the queries to the bank dtype
+    _check(_np(dist), _np(idx), q_r, _np(bank.float()), k)
 
 
 @pytest.mark.parametrize("backend", [TRITON])
 def test_torch_float64_non_contiguous_and_empty(backend, rng):
-    queries = torch.from_numpy(rng.standard_normal((30, 24))).T  # [24, 30] float64 strided view
-    bank = torch.from_numpy(rng.standard_normal((40, 60)))[:, ::2]  # [40, 30]
+    queries = _dev(rng.standard_normal((30, 24))).T  # [24, 30] float64 strided view
+    bank = _dev(rng.standard_normal((40, 60)))[:, ::2]  # [40, 30]
     dist, idx = knn_score(queries, bank, 2, return_indices=True, backend=backend)
     assert isinstance(dist, torch.Tensor) and dist.dtype == torch.float32 and idx.dtype == torch.int64
     # float64 is rounded to float32 by this backend: compare with the reference on the rounded data.
-    _check(dist.numpy(), idx.numpy(), queries.float().numpy(), bank.float().numpy(), 2)
-    empty = knn_score(np.zeros((0, 30), np.float32), bank.float().numpy(), 2, backend=backend)
-    assert empty.shape == (0, 2) and empty.dtype == np.float32
+    _check(_np(dist), _np(idx), _np(queries.float()), _np(bank.float()), 2)
+    empty = knn_score(_dev(np.zeros((0, 30), np.float32)), bank.float(), 2, backend=backend)
+    assert empty.shape == (0, 2) and empty.dtype == torch.float32 and empty.device == bank.device
 
 
 @pytest.mark.parametrize("backend", [TRITON])
 def test_k_too_large_for_triton(backend, rng):
-    bank = rng.standard_normal((40, 8)).astype(np.float32)
+    bank = _dev(rng.standard_normal((40, 8)).astype(np.float32))
     with pytest.raises(ValueError, match="k must be <= 32 for backend 'triton'"):
         knn_score(bank[:2], bank, 33, backend=backend)
 
@@ -188,7 +202,8 @@ for dtype, k, bq, bm, bd, f32 in [("fp16", 1, 64, 128, 64, False), ("bf16", 3, 1
                                   ("fp32", 2, 64, 64, 32, True)]:
     sig = {"q_ptr": "*" + dtype, "b_ptr": "*" + dtype, "bnorm_ptr": "*fp32", "out_d_ptr": "*fp32",
            "out_i_ptr": "*i64", "n_q": "i32", "n_bank": "i32", "dim": "i32", "tiles_per_split": "i32"}
-    consts = dict(K=k, KP=max(2, triton.next_power_of_2(k)), BLOCK_Q=bq, BLOCK_M=bm, BLOCK_D=bd, DOT_F32=f32, IEEE=f32)
+    consts = dict(K=k, KP=max(2, triton.next_power_of_2(k)), BLOCK_Q=bq, BLOCK_M=bm, BLOCK_D=bd, DOT_F32=f32, IEEE=f32,
+                  INTERPRETED=False)
     sig.update({name: "constexpr" for name in consts})
     # What a launch with 16-aligned pointers and D % 16 == 0 specialises on.
     attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 7)}

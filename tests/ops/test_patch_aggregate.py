@@ -3,6 +3,8 @@ invariants, and bad inputs. Shapes are tiny: triton runs under TRITON_INTERPRET=
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,21 @@ CASES = {
 }
 
 
+# Triton runs where its inputs live: on the GPU when there is one (conftest sets TRITON_INTERPRET=1
+# only without a GPU), so there the triton cases move their inputs to it and bring the result back.
+TRITON_ON_GPU = os.environ.get("TRITON_INTERPRET", "0") in ("", "0") and torch.cuda.is_available()
+
+
+def _aggregate(features, backend, **kwargs):
+    if backend != "triton" or not TRITON_ON_GPU:
+        return patch_aggregate(features, backend=backend, **kwargs)
+    was_numpy = isinstance(features[0], np.ndarray)
+    out = patch_aggregate([(torch.from_numpy(f) if was_numpy else f).cuda() for f in features], backend=backend,
+                          **kwargs)
+    assert out.is_cuda
+    return out.cpu().numpy() if was_numpy else out.cpu()
+
+
 def _features(rng, shapes, n_batch=1, dtype=np.float32):
     return [rng.standard_normal((n_batch, *shape)).astype(dtype) for shape in shapes]
 
@@ -37,7 +54,7 @@ def test_matches_reference(backend, case, rng):
     shapes, pretrain, target = CASES[case]
     features = _features(rng, shapes)
     dims = dict(pretrain_embed_dimension=pretrain, target_embed_dimension=target)
-    out = patch_aggregate(features, backend=backend, **dims)
+    out = _aggregate(features, backend=backend, **dims)
     expected = aggregate_reference([f.astype(np.float64) for f in features], **dims)
     assert isinstance(out, np.ndarray) and out.dtype == np.float32
     assert out.shape == (shapes[0][1] * shapes[0][2], target)
@@ -49,7 +66,7 @@ def test_patch_size_one_and_five(backend, rng):
     features = _features(rng, [(3, 5, 4), (4, 3, 2)])
     for patch_size in (1, 5):
         dims = dict(patch_size=patch_size, pretrain_embed_dimension=12, target_embed_dimension=6)
-        out = patch_aggregate(features, backend=backend, **dims)
+        out = _aggregate(features, backend=backend, **dims)
         np.testing.assert_allclose(out, aggregate_reference(features, **dims), rtol=1e-5, atol=1e-6)
 
 
@@ -59,7 +76,7 @@ def test_torch_in_torch_out_float64_non_contiguous(backend, rng):
     # channels-last storage: strided views of the same values
     tensors = [torch.from_numpy(f).to(memory_format=torch.channels_last) for f in base]
     assert not tensors[0].is_contiguous()
-    out = patch_aggregate(tensors, pretrain_embed_dimension=16, target_embed_dimension=8, backend=backend)
+    out = _aggregate(tensors, pretrain_embed_dimension=16, target_embed_dimension=8, backend=backend)
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
     expected = aggregate_reference(base, pretrain_embed_dimension=16, target_embed_dimension=8)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -69,8 +86,8 @@ def test_torch_in_torch_out_float64_non_contiguous(backend, rng):
 def test_batch_independence(backend, rng):
     features = _features(rng, [(8, 5, 4), (16, 3, 2)], n_batch=3)
     dims = dict(pretrain_embed_dimension=16, target_embed_dimension=8)
-    whole = patch_aggregate(features, backend=backend, **dims)
-    per_image = [patch_aggregate([f[i:i + 1] for f in features], backend=backend, **dims) for i in range(3)]
+    whole = _aggregate(features, backend=backend, **dims)
+    per_image = [_aggregate([f[i:i + 1] for f in features], backend=backend, **dims) for i in range(3)]
     np.testing.assert_allclose(whole, np.concatenate(per_image), rtol=1e-6, atol=1e-7)
 
 
@@ -90,7 +107,7 @@ def test_constant_map_stays_constant_inside(backend):
     value = 2.5
     shapes = [(4, 8, 8), (6, 4, 4)]
     features = [np.full((1, *shape), value, np.float32) for shape in shapes]
-    out = patch_aggregate(features, pretrain_embed_dimension=12, target_embed_dimension=6, backend=backend)
+    out = _aggregate(features, pretrain_embed_dimension=12, target_embed_dimension=6, backend=backend)
     out = out.reshape(8, 8, 6)
     inside_y = np.ones(8, bool)
     inside_x = np.ones(8, bool)
@@ -135,8 +152,8 @@ def test_tap_tables_are_averages():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch(backend):
-    out = patch_aggregate([np.zeros((0, 2, 3, 3), np.float32)], pretrain_embed_dimension=4,
-                          target_embed_dimension=2, backend=backend)
+    out = _aggregate([np.zeros((0, 2, 3, 3), np.float32)], pretrain_embed_dimension=4,
+                     target_embed_dimension=2, backend=backend)
     assert out.shape == (0, 2) and out.dtype == np.float32
 
 
@@ -196,6 +213,48 @@ def test_cuda_triton_and_torch_match_reference(rng):
     expected = aggregate_reference(features, **dims)
     cuda = [torch.from_numpy(f).cuda() for f in features]
     for backend in ("triton", "torch"):
-        out = patch_aggregate(cuda, backend=backend, **dims)
+        out = _aggregate(cuda, backend=backend, **dims)
         assert out.is_cuda
         np.testing.assert_allclose(out.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+_AOT_SCRIPT = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from ofdb_fast.triton.patch_aggregate import _patch_aggregate_kernel, launch_config
+
+block_n, block_t, warps = launch_config("cuda")
+names = ["x_ptr", "out_ptr", "tap_ch_ptr", "tap_off_ptr", "tap_w_ptr", "ys0_ptr", "ys1_ptr", "wy0_ptr", "wy1_ptr",
+         "xs0_ptr", "xs1_ptr", "wx0_ptr", "wx1_ptr", "n_rows", "n_t", "t_lo", "n_out", "n_channels", "height",
+         "width", "grid_h", "grid_w", "n_taps"]
+types = ["*fp32", "*fp32", "*i32", "*i32", "*fp32", "*i32", "*i32", "*fp32", "*fp32", "*i32", "*i32", "*fp32",
+         "*fp32"] + ["i32"] * 10
+for interp in (False, True):
+    for accumulate in (False, True):
+        consts = dict(PATCH=3, PAD=1, INTERP=interp, ACCUMULATE=accumulate, BLOCK_N=block_n, BLOCK_T=block_t)
+        sig = dict(zip(names, types))
+        sig.update({name: "constexpr" for name in consts})
+        kernel = triton.compile(ASTSource(_patch_aggregate_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                                options={"num_warps": warps})
+        print(interp, accumulate, "ld.global" in kernel.asm["ptx"])
+"""
+
+
+def test_kernel_compiles_for_hopper(tmp_path):
+    """The compiled (not interpreted) kernel builds for sm_90 without a GPU, for every
+    constexpr branch (bilinear taps or not, accumulate or not) at the CUDA block sizes."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(pathlib.Path(__file__).parents[2] / "python"), env.get("PYTHONPATH", "")])
+    res = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["False", "False", "True", "False", "True", "True", "True", "False", "True",
+                                  "True", "True", "True"]

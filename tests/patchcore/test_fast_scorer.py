@@ -8,6 +8,7 @@ float32 2.3e-6 (scores) / 1.6e-6 (maps); bfloat16 2.1e-3 / 3.2e-3; float16 Trito
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -82,6 +83,8 @@ def test_bfloat16_close_and_auroc_unchanged(fitted, data):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_triton_path(fitted, data, backend, dtype):
     """The GPU path's kernels (fused aggregate + fp16/bf16 bank kNN), interpreted: 2 images."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):  # a GPU machine (see conftest)
+        pytest.skip("a CPU model's Triton path needs TRITON_INTERPRET=1; on a GPU the cuda tests run it")
     model, ref_scores, ref_maps = fitted
     scorer = FastScorer(model, dtype=dtype, knn_backend=backend, aggregate_backend=backend, batch_sizes=(2,))
     assert scorer.bank.dtype == getattr(torch, dtype)
@@ -118,6 +121,40 @@ def test_reweight_matches_predict(data):
     scores, maps = FastScorer(model, dtype="float32").score(data[1][:5])
     # Same tolerance as float32 above (measured 1.7e-6 relative).
     assert _rel(scores, ref_scores) < 1e-4 and _rel(maps, ref_maps) < 1e-4
+
+
+def test_graph_captured_torch_code_makes_no_host_tensors():
+    """The torch code FastScorer captures in a CUDA graph (after the Triton kernels) must make
+    no host tensor (its host-to-device copy cannot be captured) and read no value on the host.
+    Run on the meta device: every tensor it makes must be a meta tensor (a host read raises)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ofdb_fast.triton.knn_min import merge_partials
+
+    class Devices(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.seen.setdefault(str(t.device), set()).add(str(func))
+            return out
+
+    def meta(*shape, dtype=torch.float32):
+        return torch.zeros(*shape, dtype=dtype, device="meta")
+
+    smoother = _Smoother((16, 12), 4.0, "meta")  # built during the warm-up, outside the capture
+    with Devices() as rec:
+        for k in (1, 2):
+            merge_partials(meta(3, 24, k), meta(3, 24, k, dtype=torch.int64), k)
+        patch = scoring.patch_scores_from_distances(meta(24, 2)).reshape(2, 12)
+        scoring.image_scores_from_patches(patch)
+        scoring.reweight_image_scores(meta(2, 12, 8), patch, meta(2, 12, dtype=torch.int64), meta(30, 8), b=3)
+        smoother(patch.reshape(2, 4, 3))
+    assert set(rec.seen) == {"meta"}, {k: sorted(v) for k, v in rec.seen.items() if k != "meta"}
 
 
 def test_fold_batchnorm_keeps_the_features(fitted, data):
@@ -196,6 +233,31 @@ def test_cuda_graph_path_matches_predict(fitted_cuda, data, dtype):
     assert one[0].is_cuda and one[1].shape == (1, SIZE, SIZE)
     e_one = eager.score(data[1][:1])
     np.testing.assert_allclose(one[0].cpu().numpy(), e_one[0], rtol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_path_with_reweight(data):
+    # The re-weighting runs inside the captured graph too (its indexing must stay on the device).
+    model = _model(device="cuda", reweight=True, anomaly_scorer_num_nn=3).fit(data[0])
+    graph = FastScorer(model, dtype="float32", batch_sizes=(4,)).warmup()
+    eager = FastScorer(model, dtype="float32", cuda_graph=False)
+    g_scores, g_maps = graph.score(data[1][:4])
+    e_scores, e_maps = eager.score(data[1][:4])
+    np.testing.assert_allclose(g_scores, e_scores, rtol=1e-5)
+    np.testing.assert_allclose(g_maps, e_maps, rtol=1e-5, atol=1e-6)
+    ref_scores, _ = model.predict(data[1][:4])
+    assert _rel(g_scores, ref_scores) < 1e-4
+
+
+@pytest.mark.cuda
+def test_cuda_graph_on_second_gpu(data):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    torch.cuda.set_device(0)
+    model = _model(device="cuda:1").fit(data[0])
+    scores, maps = FastScorer(model, dtype="float16", batch_sizes=(2,)).warmup().score(data[1][:2])
+    ref_scores, ref_maps = model.predict(data[1][:2])
+    assert _rel(scores, ref_scores) < 1e-2 and _rel(maps, ref_maps) < 1e-2
 
 
 @pytest.mark.cuda

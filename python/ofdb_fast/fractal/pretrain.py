@@ -20,7 +20,9 @@ Deliberate deviations (each fixes a reference defect or is a speed-up):
 
 Multi-GPU: launch with ``torchrun``; ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` select DDP
 (NCCL on CUDA, gloo on CPU). Every rank draws the same epoch permutation and takes its
-``tensor_split`` slice of each global batch; rank 0 writes logs and checkpoints.
+``tensor_split`` slice of each global batch; rank 0 writes logs and checkpoints (every rank
+resumes from them; gradients pending inside an accumulation window are averaged over the ranks
+first, so a resumed run equals an uninterrupted one up to summation order).
 BatchNorm statistics stay per rank (no SyncBN, like the single-GPU reference).
 """
 
@@ -198,7 +200,7 @@ class Trainer:
         from .checkpoint import save_checkpoint
 
         rng = {"torch_cpu": torch.get_rng_state(),
-               "augment": self._aug_generator(self.global_step).get_state()}
+               "augment": self._aug_generator(self.global_step, rank=0).get_state()}
         if self.device.type == "cuda":
             rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
         grads = {}
@@ -236,15 +238,17 @@ class Trainer:
             torch.set_rng_state(ckpt.rng["torch_cpu"])
         if "torch_cuda" in ckpt.rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt.rng["torch_cuda"], self.device)
+        # Rank 0 wrote the checkpoint: compare with rank 0's generator on every rank.
         if "augment" in ckpt.rng and not torch.equal(ckpt.rng["augment"],
-                                                     self._aug_generator(self.global_step).get_state()):
+                                                     self._aug_generator(self.global_step, rank=0).get_state()):
             raise ValueError(f"--resume {path}: augmentation RNG state does not match this version's seeding scheme")
 
     # ------------------------------------------------------------------ loop
-    def _aug_generator(self, step: int):
+    def _aug_generator(self, step: int, rank: int | None = None):
         import torch
 
-        return torch.Generator().manual_seed(_seed_for(self.cfg.seed, _STREAM_AUG, step * self.world + self.rank))
+        rank = self.rank if rank is None else rank
+        return torch.Generator().manual_seed(_seed_for(self.cfg.seed, _STREAM_AUG, step * self.world + rank))
 
     def _log(self, record: dict) -> None:
         if self.is_main:
@@ -289,6 +293,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.pending = 0
         return float(loss.detach())
+
+    def _average_pending_grads(self) -> None:
+        """DDP, stopped inside an accumulation window: the accumulated gradients are still
+        per rank (``no_sync``), but only rank 0 writes the checkpoint. Replace them by their
+        average over the ranks on every rank: the window's final all-reduce averages
+        ``pending + rest`` over the ranks, which is linear, so a run resumed from the averaged
+        gradients takes the same step (up to summation order) as an uninterrupted one."""
+        import torch.distributed as dist
+
+        for p in self.model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad.div_(self.world)
 
     @property
     def total_steps(self) -> int:
@@ -370,6 +387,8 @@ class Trainer:
                 self.save(last_ckpt)
         if bar is not None:
             bar.close()
+        if self.world > 1 and self.pending:
+            self._average_pending_grads()
         if self.is_main:
             self.save(last_ckpt)
             if export:

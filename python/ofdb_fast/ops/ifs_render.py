@@ -173,6 +173,8 @@ def ifs_render(
 
     chosen = _dispatch.resolve(OP, backend, device, supported=("numpy", "cpu", "cuda"),
                                auto_order={"cpu": ("cpu", "numpy"), "cuda": ("cuda",)})
+    if chosen == "cuda":
+        _check_cuda_config(config, output)  # also for an empty batch (generate's preflight renders one)
     if n_img == 0 and out is not None:
         return out
     if n_img == 0:
@@ -249,12 +251,15 @@ def _cuda_range(like: Any, n: int, fill: int | None):
         return cupy.arange(n, dtype=cupy.int64) if fill is None else cupy.full(n, fill, dtype=cupy.int64)
 
 
-def _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, output, out=None):
+def _check_cuda_config(config: RenderConfig, output: str) -> None:
     if config.background and output == "rgb":
         raise RuntimeError(
             "ifs_render: config.background=True is not implemented on the cuda backend yet; "
             "render on the CPU (backend='cpu') or set background=False"
         )
+
+
+def _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, output, out=None):
     n_img, n_max = int(systems.shape[0]), int(systems.shape[1])
     sys_d = _arrays.cuda_contiguous(systems, "float64")
     nm_d = _cuda_range(systems, n_img, n_max) if n_maps is None else _arrays.cuda_contiguous(n_maps, "int64")
@@ -270,6 +275,7 @@ def _run_cuda(systems, n_maps, image_ids, probs, height, width, seed, config, ou
         _arrays.cuda_pointer(sys_d), _arrays.cuda_pointer(nm_d), _arrays.cuda_pointer(ids_d),
         0 if pr_d is None else _arrays.cuda_pointer(pr_d), _arrays.cuda_pointer(counts),
         0 if rgb is None else _arrays.cuda_pointer(rgb), n_images=n_img, n_max_maps=n_max,
-        stream=_arrays.cuda_stream(systems), **_kernel_kwargs(height, width, seed, config, output),
+        device=_arrays.cuda_device_index(systems), stream=_arrays.cuda_stream(systems),
+        **_kernel_kwargs(height, width, seed, config, output),
     )
     return counts if output == "counts" else rgb

@@ -299,7 +299,8 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     model = _load_model(args.model, argparse.Namespace(device=args.device, batch_size=max(args.batch_sizes),
                                                        knn_backend="auto", aggregate_backend="auto",
                                                        quiet=True, workers=0))
-    if model.device == "cuda":
+    on_cuda = str(model.device).startswith("cuda")  # "cuda" or "cuda:N"
+    if on_cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick during warm-up
     scorer = FastScorer(model, batch_sizes=args.batch_sizes, dtype=args.dtype, cuda_graph=not args.no_graph)
     size = model.config["imagesize"]
@@ -313,7 +314,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
             base = measure_latency(unfused_scorer(model), images, iters=args.iters, warmup=args.warmup)
             rows.append({"provider": "torch_fp32", **base})
             row["speedup_vs_torch_fp32"] = base["mean_ms"] / row["mean_ms"]
-    device = torch.cuda.get_device_name() if model.device == "cuda" else "cpu"
+    device = torch.cuda.get_device_name(torch.device(model.device)) if on_cuda else "cpu"
     header = ["provider", "batch", "p50_ms", "p99_ms", "mean_ms", "images_per_s", "speedup"]
     print(f"serve-bench: {model.config['backbone']} {size}x{size}, bank {tuple(model.memory_bank.shape)}, "
           f"dtype {str(scorer.dtype).replace('torch.', '')}, graphs {scorer.cuda_graph}, {device}")

@@ -29,6 +29,7 @@ decimals on a synthetic category.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from typing import Any
@@ -215,20 +216,27 @@ class FastScorer:
 
         key = (batch, height, width)
         if key not in self._graphs:
-            static_in = torch.zeros((batch, 3, height, width), dtype=torch.float32, device=self.device)
-            # Warm up on a side stream (compiles the Triton kernels, fills the table caches and
-            # cuDNN's choices) so that the capture sees no host copies or first-call work.
-            side = torch.cuda.Stream(device=self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._pipeline(static_in)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self._pipeline(static_in)
-            self._graphs[key] = (graph, static_in, static_out)
+            with torch.cuda.device(self.device):  # torch.cuda.graph captures on the current device
+                self._graphs[key] = self._capture(batch, height, width)
         return self._graphs[key]
+
+    def _capture(self, batch: int, height: int, width: int) -> tuple:
+        """Warm up, then capture ``_pipeline`` on a static ``[batch, 3, height, width]`` input."""
+        import torch
+
+        static_in = torch.zeros((batch, 3, height, width), dtype=torch.float32, device=self.device)
+        # Warm up on a side stream (compiles the Triton kernels, fills the table caches and
+        # cuDNN's choices) so that the capture sees no host copies or first-call work.
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._pipeline(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._pipeline(static_in)
+        return graph, static_in, static_out
 
     def warmup(self, size: int | tuple[int, int] | None = None) -> FastScorer:
         """Capture (CUDA) or run once (CPU) every batch size at ``size`` (default: the model's
@@ -280,19 +288,21 @@ class FastScorer:
         x = x.to(self.device, torch.float32)
         scores = torch.empty((n,), dtype=torch.float32, device=self.device)
         maps = torch.empty((n, height, width), dtype=torch.float32, device=self.device)
-        for start, count, batch in self._chunks(n):
-            part = x[start:start + count]
-            if self.cuda_graph:
-                graph, static_in, (s_out, m_out) = self._graph(batch, height, width)
-                static_in[:count].copy_(part)
-                if count < batch:
-                    static_in[count:].zero_()
-                graph.replay()
-                scores[start:start + count] = s_out[:count]
-                maps[start:start + count] = m_out[:count]
-            else:
-                s, m = self._pipeline(part)
-                scores[start:start + count], maps[start:start + count] = s, m
+        # graph.replay() launches on the current device's stream: make the model's GPU current.
+        with torch.cuda.device(self.device) if self.cuda_graph else contextlib.nullcontext():
+            for start, count, batch in self._chunks(n):
+                part = x[start:start + count]
+                if self.cuda_graph:
+                    graph, static_in, (s_out, m_out) = self._graph(batch, height, width)
+                    static_in[:count].copy_(part)
+                    if count < batch:
+                        static_in[count:].zero_()
+                    graph.replay()
+                    scores[start:start + count] = s_out[:count]
+                    maps[start:start + count] = m_out[:count]
+                else:
+                    s, m = self._pipeline(part)
+                    scores[start:start + count], maps[start:start + count] = s, m
         if is_torch:
             return scores.to(images.device), maps.to(images.device)
         return scores.cpu().numpy(), maps.cpu().numpy()

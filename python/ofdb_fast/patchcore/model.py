@@ -330,8 +330,8 @@ class PatchCore:
             idx = torch.as_tensor(idx, device=features.device).long()
             bank = features.index_select(0, idx)
         self.memory_bank = bank.contiguous()
-        if self.device == "cuda":
-            torch.cuda.synchronize()
+        if str(self.device).startswith("cuda"):  # "cuda" or "cuda:N": time the work, not its launch
+            torch.cuda.synchronize(torch.device(self.device))
         total = time.perf_counter() - t0
         self.fit_info = {"n_train_images": n_images, "n_patches": n_patches,
                          "n_bank": int(self.memory_bank.shape[0]), "embed_seconds": round(t_embed, 4),

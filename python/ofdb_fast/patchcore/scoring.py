@@ -179,7 +179,7 @@ def reweight_image_scores(
     # displace it), then its b-1 nearest bank entries, ties to the lower index.
     bank32 = bank.to(torch.float32)
     d_bank = torch.cdist(bank32[m_star], bank32).pow(2)  # [B, M]
-    d_bank[torch.arange(len(m_star)), m_star] = -1.0
+    d_bank[rows, m_star] = -1.0  # device indices: a host index tensor cannot be captured in a CUDA graph
     support = torch.sort(d_bank, dim=1, stable=True).indices[:, :b]  # [B, b], m* at 0
     d = torch.linalg.vector_norm(m_test[:, None, :] - bank32[support], dim=2)  # [B, b]
     weight = 1.0 - torch.softmax(d.to(torch.float64), dim=1)[:, 0]

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from ..reference.patch_aggregate import adaptive_bins, bilinear_taps
+from ._launch import device_of_launch
 
 
 @triton.jit
@@ -160,6 +161,13 @@ def interp_tables(height: int, width: int, grid_h: int, grid_w: int) -> tuple[np
     return tuple(out)
 
 
+def launch_config(device_type: str) -> tuple[int, int, int]:
+    """``(BLOCK_N, BLOCK_T, num_warps)`` for a launch on ``device_type``."""
+    if device_type == "cuda":
+        return 64, 32, 4
+    return 128, 64, 1  # TRITON_INTERPRET: bigger blocks mean fewer interpreted programs
+
+
 _DEVICE_TABLES: dict = {}
 
 
@@ -190,10 +198,7 @@ def patch_aggregate_triton(
     out = alloc((n_rows, target_embed_dimension), dtype=torch.float32, device=device)
     if n_rows == 0:
         return out
-    if device.type == "cuda":
-        block_n, block_t, warps = 64, 32, 4
-    else:  # TRITON_INTERPRET: bigger blocks mean fewer interpreted programs
-        block_n, block_t, warps = 128, 64, 1
+    block_n, block_t, warps = launch_config(device.type)
     covered = 0
     for layer, (feature, (t_lo, t_hi, channel, offset, weight)) in enumerate(zip(features, tables)):
         if t_hi == t_lo:
@@ -210,12 +215,13 @@ def patch_aggregate_triton(
             bil = (tap_ch,) * 8  # unused by the kernel (INTERP=False)
         n_t = t_hi - t_lo
         grid = (triton.cdiv(n_rows, block_n), triton.cdiv(n_t, block_t))
-        _patch_aggregate_kernel[grid](
-            x, out, tap_ch, tap_off, tap_w, *bil,
-            n_rows, n_t, t_lo, target_embed_dimension, n_channels, height, width, grid_h, grid_w,
-            channel.shape[1],
-            PATCH=patch_size, PAD=(patch_size - 1) // 2, INTERP=interp, ACCUMULATE=t_lo < covered,
-            BLOCK_N=block_n, BLOCK_T=block_t, num_warps=warps,
-        )
+        with device_of_launch(device):
+            _patch_aggregate_kernel[grid](
+                x, out, tap_ch, tap_off, tap_w, *bil,
+                n_rows, n_t, t_lo, target_embed_dimension, n_channels, height, width, grid_h, grid_w,
+                channel.shape[1],
+                PATCH=patch_size, PAD=(patch_size - 1) // 2, INTERP=interp, ACCUMULATE=t_lo < covered,
+                BLOCK_N=block_n, BLOCK_T=block_t, num_warps=warps,
+            )
         covered = max(covered, t_hi)
     return out
