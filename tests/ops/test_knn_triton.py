@@ -202,8 +202,7 @@ for dtype, k, bq, bm, bd, f32 in [("fp16", 1, 64, 128, 64, False), ("bf16", 3, 1
                                   ("fp32", 2, 64, 64, 32, True)]:
     sig = {"q_ptr": "*" + dtype, "b_ptr": "*" + dtype, "bnorm_ptr": "*fp32", "out_d_ptr": "*fp32",
            "out_i_ptr": "*i64", "n_q": "i32", "n_bank": "i32", "dim": "i32", "tiles_per_split": "i32"}
-    consts = dict(K=k, KP=max(2, triton.next_power_of_2(k)), BLOCK_Q=bq, BLOCK_M=bm, BLOCK_D=bd, DOT_F32=f32, IEEE=f32,
-                  INTERPRETED=False)
+    consts = dict(K=k, KP=max(2, triton.next_power_of_2(k)), BLOCK_Q=bq, BLOCK_M=bm, BLOCK_D=bd, DOT_F32=f32, IEEE=f32)
     sig.update({name: "constexpr" for name in consts})
     # What a launch with 16-aligned pointers and D % 16 == 0 specialises on.
     attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 7)}

@@ -24,12 +24,8 @@ order), as every ``knn_score`` backend.
 Dtypes: ``bank`` float16, bfloat16 or float32; ``queries`` any float dtype, rounded to the
 bank's dtype (one cast). float32 uses ``input_precision="ieee"`` (no TF32), so it matches the
 float32 backends of ``knn_score``. Under ``TRITON_INTERPRET=1`` (CPU tests) the tiles are
-widened to float32 (the interpreter's NumPy dot cannot multiply bfloat16; half-precision
-products are exact in float32) and the tile product is an explicit product-sum over ``D``
-instead of ``tl.dot``: NumPy's float32 matmul (OpenBLAS sgemm) can round two identical bank
-columns of one tile differently (measured: positions 17 and 62 of a 64-wide tile), which
-breaks the exact ties the tie-breaking tests rely on; on the GPU every output of ``tl.dot``
-sums its products in the same order, so identical rows give identical distances.
+widened to float32 before the dot (the interpreter's NumPy dot cannot multiply bfloat16),
+which computes the same products: half-precision products are exact in float32.
 Output: distances ``[Q, k]`` float32 ascending per row, indices ``[Q, k]`` int64.
 """
 
@@ -57,7 +53,7 @@ def _knn_min_kernel(
     n_q, n_bank, dim, tiles_per_split,
     K: tl.constexpr, KP: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_F32: tl.constexpr, IEEE: tl.constexpr, INTERPRETED: tl.constexpr,
+    DOT_F32: tl.constexpr, IEEE: tl.constexpr,
 ):
     pid_q = tl.program_id(0)
     split = tl.program_id(1)
@@ -99,9 +95,7 @@ def _knn_min_kernel(
             if DOT_F32:
                 q = q.to(tl.float32)
                 b = b.to(tl.float32)
-            if INTERPRETED:  # column-independent summation order (see the module docstring)
-                acc += tl.sum(q[:, :, None] * b[None, :, :], axis=1)
-            elif IEEE:
+            if IEEE:
                 acc = tl.dot(q, b, acc, input_precision="ieee")
             else:
                 acc = tl.dot(q, b, acc)
@@ -215,7 +209,6 @@ def knn_min_triton(
             q, b, norms, part_d, part_i, n_q, n_bank, dim, tiles_per_split,
             K=k, KP=kp, BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_D=cfg["BLOCK_D"],
             DOT_F32=_interpreting() or b.dtype == torch.float32, IEEE=b.dtype == torch.float32,
-            INTERPRETED=_interpreting(),
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
     return merge_partials(part_d, part_i, k)
