@@ -1,6 +1,8 @@
 """knn_score backend "triton" and the fused kernel (ofdb_fast.triton.knn_min) it runs.
 
-CPU: under TRITON_INTERPRET=1 with small shapes (set by conftest when there is no GPU).
+CPU: under TRITON_INTERPRET=1 with small shapes (set by conftest when there is no GPU). With a
+GPU and no TRITON_INTERPRET the same tests put their inputs on CUDA (``DEVICE``) and run the
+compiled kernels.
 The float16/bfloat16 bank mode is compared with the float64 reference on the *rounded*
 inputs: the kernel must solve the rounded problem to float32-expansion accuracy (that is
 stronger than the STYLE rule "error <= 2x torch at the same dtype", which the cuda test
@@ -15,9 +17,10 @@ import torch
 
 from ofdb_fast.ops.knn_score import knn_score
 from ofdb_fast.reference.knn_score import knn_score as knn_reference
-from ofdb_fast.testing import backend_param
+from ofdb_fast.testing import backend_param, device_for, to_device, to_host
 
 TRITON = backend_param("triton")
+DEVICE = device_for("triton")
 pytestmark = pytest.mark.triton
 
 
@@ -58,7 +61,9 @@ def _check(dist, idx, queries, bank, k):
 def test_knn_score_triton_matches_reference(backend, n_queries, n_bank, dim, k, rng):
     queries = rng.standard_normal((n_queries, dim)).astype(np.float32)
     bank = rng.standard_normal((n_bank, dim)).astype(np.float32)
-    dist, idx = knn_score(queries, bank, k, return_indices=True, backend=backend)
+    dist, idx = knn_score(to_device(queries, DEVICE), to_device(bank, DEVICE), k, return_indices=True,
+                          backend=backend)
+    dist, idx = to_host(dist), to_host(idx)
     _check(dist, idx, queries, bank, k)
     if k == n_bank:  # k == M: a full sort
         assert (np.sort(idx, axis=1) == np.arange(n_bank)).all()
@@ -70,12 +75,14 @@ def test_ties_lowest_index_across_splits(backend, k, n_split, rng):
     base = rng.standard_normal((40, 35)).astype(np.float32)
     bank = np.concatenate([base, base[::-1], base, base], axis=0)  # every row 4x, over 3 tiles of 64
     queries = np.concatenate([base[:3], rng.standard_normal((20, 35)).astype(np.float32)])
-    dist, idx = _min_triton(torch.from_numpy(queries), torch.from_numpy(bank), k, n_split=n_split)
+    dist, idx = _min_triton(torch.from_numpy(queries).to(DEVICE), torch.from_numpy(bank).to(DEVICE), k,
+                            n_split=n_split)
+    dist, idx = to_host(dist), to_host(idx)
     ref_d, ref_i = knn_reference(queries, bank, k, return_indices=True)
-    np.testing.assert_array_equal(idx.numpy(), ref_i)
-    assert (np.abs(dist.numpy() - ref_d) <= _atol(queries, bank)).all()
+    np.testing.assert_array_equal(idx, ref_i)
+    assert (np.abs(dist - ref_d) <= _atol(queries, bank)).all()
     copies = np.flatnonzero((bank == base[1]).all(axis=1))
-    np.testing.assert_array_equal(idx.numpy()[1, : min(k, 4)], copies[: min(k, 4)])
+    np.testing.assert_array_equal(idx[1, : min(k, 4)], copies[: min(k, 4)])
 
 
 @pytest.mark.parametrize("backend", [TRITON])
@@ -85,33 +92,35 @@ def test_eviction_keeps_lowest_index_among_tied_worst(backend):
     bank = np.full((130, 16), 10.0, np.float32)
     bank[0], bank[1], bank[100] = 0.0, 0.0, 0.0
     bank[0, 0], bank[1, 1], bank[100, 2] = 1.0, 1.0, 0.5
-    dist, idx = _min_triton(torch.zeros(1, 16), torch.from_numpy(bank), 2, n_split=1)
-    np.testing.assert_array_equal(idx.numpy(), [[100, 0]])
-    np.testing.assert_array_equal(dist.numpy(), [[0.25, 1.0]])
+    dist, idx = _min_triton(torch.zeros(1, 16, device=DEVICE), torch.from_numpy(bank).to(DEVICE), 2, n_split=1)
+    np.testing.assert_array_equal(to_host(idx), [[100, 0]])
+    np.testing.assert_array_equal(to_host(dist), [[0.25, 1.0]])
 
 
 @pytest.mark.parametrize("backend", [TRITON])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("k, n_split", [(1, 2), (3, 1)])
 def test_half_bank_solves_the_rounded_problem(backend, dtype, k, n_split, rng):
-    queries = torch.from_numpy(rng.standard_normal((45, 70)).astype(np.float32))
-    bank = torch.from_numpy(rng.standard_normal((140, 70)).astype(np.float32)).to(dtype)
+    queries = torch.from_numpy(rng.standard_normal((45, 70)).astype(np.float32)).to(DEVICE)
+    bank = torch.from_numpy(rng.standard_normal((140, 70)).astype(np.float32)).to(DEVICE, dtype)
     from ofdb_fast.triton.knn_min import bank_sqnorm
 
     dist, idx = _min_triton(queries, bank, k, sqnorm=bank_sqnorm(bank), n_split=n_split)
-    q_r = queries.to(dtype).float().numpy()  # the kernel rounds the queries to the bank dtype
-    _check(dist.numpy(), idx.numpy(), q_r, bank.float().numpy(), k)
+    q_r = to_host(queries.to(dtype).float())  # the kernel rounds the queries to the bank dtype
+    _check(to_host(dist), to_host(idx), q_r, to_host(bank.float()), k)
 
 
 @pytest.mark.parametrize("backend", [TRITON])
 def test_torch_float64_non_contiguous_and_empty(backend, rng):
-    queries = torch.from_numpy(rng.standard_normal((30, 24))).T  # [24, 30] float64 strided view
-    bank = torch.from_numpy(rng.standard_normal((40, 60)))[:, ::2]  # [40, 30]
+    queries = torch.from_numpy(rng.standard_normal((30, 24))).to(DEVICE).T  # [24, 30] float64 strided view
+    bank = torch.from_numpy(rng.standard_normal((40, 60))).to(DEVICE)[:, ::2]  # [40, 30]
     dist, idx = knn_score(queries, bank, 2, return_indices=True, backend=backend)
     assert isinstance(dist, torch.Tensor) and dist.dtype == torch.float32 and idx.dtype == torch.int64
+    assert dist.device == queries.device and idx.device == queries.device
     # float64 is rounded to float32 by this backend: compare with the reference on the rounded data.
-    _check(dist.numpy(), idx.numpy(), queries.float().numpy(), bank.float().numpy(), 2)
-    empty = knn_score(np.zeros((0, 30), np.float32), bank.float().numpy(), 2, backend=backend)
+    _check(to_host(dist), to_host(idx), to_host(queries.float()), to_host(bank.float()), 2)
+    empty_queries, bank32 = to_device(np.zeros((0, 30), np.float32), DEVICE), to_device(to_host(bank.float()), DEVICE)
+    empty = to_host(knn_score(empty_queries, bank32, 2, backend=backend))
     assert empty.shape == (0, 2) and empty.dtype == np.float32
 
 
@@ -119,7 +128,7 @@ def test_torch_float64_non_contiguous_and_empty(backend, rng):
 def test_k_too_large_for_triton(backend, rng):
     bank = rng.standard_normal((40, 8)).astype(np.float32)
     with pytest.raises(ValueError, match="k must be <= 32 for backend 'triton'"):
-        knn_score(bank[:2], bank, 33, backend=backend)
+        knn_score(to_device(bank[:2], DEVICE), to_device(bank, DEVICE), 33, backend=backend)
 
 
 def test_bank_dtype_rejected():

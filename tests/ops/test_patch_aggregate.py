@@ -1,5 +1,6 @@
 """patch_aggregate: numpy (float64 reference) vs torch (the reference's code path) vs triton,
-invariants, and bad inputs. Shapes are tiny: triton runs under TRITON_INTERPRET=1 in CI."""
+invariants, and bad inputs. Shapes are tiny: triton runs under TRITON_INTERPRET=1 in CI; with a
+GPU and no TRITON_INTERPRET its inputs go to CUDA (``_on``) and the compiled kernel runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from ofdb_fast.ops.patch_aggregate import patch_aggregate
 from ofdb_fast.reference.patch_aggregate import adaptive_bins, bilinear_taps, unfold
 from ofdb_fast.reference.patch_aggregate import patch_aggregate as aggregate_reference
-from ofdb_fast.testing import backend_params
+from ofdb_fast.testing import backend_params, device_for, to_device, to_host
 
 BACKENDS = backend_params("numpy", "torch", "triton")
 
@@ -31,13 +32,27 @@ def _features(rng, shapes, n_batch=1, dtype=np.float32):
     return [rng.standard_normal((n_batch, *shape)).astype(dtype) for shape in shapes]
 
 
+def _on(backend, features):
+    """The features where ``backend`` runs (unchanged on the CPU)."""
+    return [to_device(f, device_for(backend)) for f in features]
+
+
+def _back(backend, out):
+    """``out`` as the caller gets it on the CPU: NumPy in, NumPy out; on CUDA a CUDA tensor,
+    checked, then copied to the host."""
+    if device_for(backend) == "cpu":
+        return out
+    assert isinstance(out, torch.Tensor) and out.is_cuda
+    return to_host(out)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_reference(backend, case, rng):
     shapes, pretrain, target = CASES[case]
     features = _features(rng, shapes)
     dims = dict(pretrain_embed_dimension=pretrain, target_embed_dimension=target)
-    out = patch_aggregate(features, backend=backend, **dims)
+    out = _back(backend, patch_aggregate(_on(backend, features), backend=backend, **dims))
     expected = aggregate_reference([f.astype(np.float64) for f in features], **dims)
     assert isinstance(out, np.ndarray) and out.dtype == np.float32
     assert out.shape == (shapes[0][1] * shapes[0][2], target)
@@ -49,7 +64,7 @@ def test_patch_size_one_and_five(backend, rng):
     features = _features(rng, [(3, 5, 4), (4, 3, 2)])
     for patch_size in (1, 5):
         dims = dict(patch_size=patch_size, pretrain_embed_dimension=12, target_embed_dimension=6)
-        out = patch_aggregate(features, backend=backend, **dims)
+        out = _back(backend, patch_aggregate(_on(backend, features), backend=backend, **dims))
         np.testing.assert_allclose(out, aggregate_reference(features, **dims), rtol=1e-5, atol=1e-6)
 
 
@@ -57,20 +72,22 @@ def test_patch_size_one_and_five(backend, rng):
 def test_torch_in_torch_out_float64_non_contiguous(backend, rng):
     base = _features(rng, [(8, 6, 6), (16, 3, 3)], dtype=np.float64)
     # channels-last storage: strided views of the same values
-    tensors = [torch.from_numpy(f).to(memory_format=torch.channels_last) for f in base]
+    device = device_for(backend)
+    tensors = [torch.from_numpy(f).to(device=device, memory_format=torch.channels_last) for f in base]
     assert not tensors[0].is_contiguous()
     out = patch_aggregate(tensors, pretrain_embed_dimension=16, target_embed_dimension=8, backend=backend)
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device == tensors[0].device
     expected = aggregate_reference(base, pretrain_embed_dimension=16, target_embed_dimension=8)
-    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_host(out), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_independence(backend, rng):
-    features = _features(rng, [(8, 5, 4), (16, 3, 2)], n_batch=3)
+    features = _on(backend, _features(rng, [(8, 5, 4), (16, 3, 2)], n_batch=3))
     dims = dict(pretrain_embed_dimension=16, target_embed_dimension=8)
-    whole = patch_aggregate(features, backend=backend, **dims)
-    per_image = [patch_aggregate([f[i:i + 1] for f in features], backend=backend, **dims) for i in range(3)]
+    whole = _back(backend, patch_aggregate(features, backend=backend, **dims))
+    per_image = [_back(backend, patch_aggregate([f[i:i + 1] for f in features], backend=backend, **dims))
+                 for i in range(3)]
     np.testing.assert_allclose(whole, np.concatenate(per_image), rtol=1e-6, atol=1e-7)
 
 
@@ -90,8 +107,9 @@ def test_constant_map_stays_constant_inside(backend):
     value = 2.5
     shapes = [(4, 8, 8), (6, 4, 4)]
     features = [np.full((1, *shape), value, np.float32) for shape in shapes]
-    out = patch_aggregate(features, pretrain_embed_dimension=12, target_embed_dimension=6, backend=backend)
-    out = out.reshape(8, 8, 6)
+    out = patch_aggregate(_on(backend, features), pretrain_embed_dimension=12, target_embed_dimension=6,
+                          backend=backend)
+    out = _back(backend, out).reshape(8, 8, 6)
     inside_y = np.ones(8, bool)
     inside_x = np.ones(8, bool)
     for layer, (_, h, w) in enumerate(shapes):
@@ -135,8 +153,9 @@ def test_tap_tables_are_averages():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch(backend):
-    out = patch_aggregate([np.zeros((0, 2, 3, 3), np.float32)], pretrain_embed_dimension=4,
+    out = patch_aggregate(_on(backend, [np.zeros((0, 2, 3, 3), np.float32)]), pretrain_embed_dimension=4,
                           target_embed_dimension=2, backend=backend)
+    out = _back(backend, out)
     assert out.shape == (0, 2) and out.dtype == np.float32
 
 

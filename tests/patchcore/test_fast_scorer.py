@@ -20,7 +20,7 @@ from ofdb_fast.patchcore.data import MVTecDataset, Preprocess
 from ofdb_fast.patchcore.fast_scorer import FastScorer, _Smoother, fold_batchnorm
 from ofdb_fast.patchcore.metrics import image_auroc
 from ofdb_fast.patchcore.model import PatchCore
-from ofdb_fast.testing import backend_param
+from ofdb_fast.testing import backend_param, device_for
 
 SIZE = 64
 KW = dict(backbone="resnet18", layers=("layer1", "layer2"), weights="random", resize=SIZE, imagesize=SIZE,
@@ -80,9 +80,10 @@ def test_bfloat16_close_and_auroc_unchanged(fitted, data):
 @pytest.mark.triton
 @pytest.mark.parametrize("backend", [backend_param("triton")])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_triton_path(fitted, data, backend, dtype):
-    """The GPU path's kernels (fused aggregate + fp16/bf16 bank kNN), interpreted: 2 images."""
-    model, ref_scores, ref_maps = fitted
+def test_triton_path(request, data, backend, dtype):
+    """The GPU path's kernels (fused aggregate + fp16/bf16 bank kNN) on 2 images: interpreted on
+    the CPU model, compiled on the CUDA model when a GPU runs without TRITON_INTERPRET."""
+    model, ref_scores, ref_maps = request.getfixturevalue("fitted" if device_for(backend) == "cpu" else "fitted_cuda")
     scorer = FastScorer(model, dtype=dtype, knn_backend=backend, aggregate_backend=backend, batch_sizes=(2,))
     assert scorer.bank.dtype == getattr(torch, dtype)
     scores, maps = scorer.score(data[1][:2])
