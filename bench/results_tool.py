@@ -2,11 +2,16 @@
 
     python bench/results_tool.py markdown RESULT.json [--out RESULT.md]
     python bench/results_tool.py compare OLD.json NEW.json [--threshold 0.10]
+    python bench/results_tool.py merge OUT.json PART.json [PART.json ...] [--commit ID] [--device NAME]
 
 ``markdown`` writes one table per benchmark group (``<op>|<size>``): every provider's median
 time, its throughput from ``extra_info``, and its speed-up over each baseline provider present
 in the group (``reference``, ``reference_lean``, ``torch``, ``numpy``). ``compare`` matches benchmarks by full name
 and flags every one whose median grew by more than ``threshold`` (exit status 1 if any did).
+``merge`` joins the results of several pytest runs of one commit (e.g. one per stage of
+``.ci/gpu-session``, each with its own size preset) into one record: machine and commit from
+the first part, a benchmark that appears twice is an error; ``--commit`` sets the commit id
+where the runs could not read it (no git checkout), ``--device`` the record's device line.
 """
 
 from __future__ import annotations
@@ -71,8 +76,9 @@ def markdown(data: dict) -> str:
         groups[bench.get("group") or bench["name"]].append(bench)
     machine = data.get("machine_info", {})
     commit = data.get("commit_info", {})
-    device = next((b.get("extra_info", {}).get("device") for b in data["benchmarks"]
-                   if b.get("extra_info", {}).get("device")), machine.get("cpu", {}).get("brand_raw", "?"))
+    device = machine.get("device") or next((b.get("extra_info", {}).get("device") for b in data["benchmarks"]
+                                            if b.get("extra_info", {}).get("device")),
+                                           machine.get("cpu", {}).get("brand_raw", "?"))
     lines = [
         f"# Benchmarks {data.get('datetime', '')[:10]}",
         "",
@@ -120,6 +126,36 @@ def compare(old: dict, new: dict, threshold: float) -> tuple[list[str], int]:
     return report, regressions
 
 
+def merge(parts: list[dict], commit: str | None = None, device: str | None = None) -> dict:
+    if not parts:
+        raise SystemExit("merge: no result files given")
+    merged = {key: value for key, value in parts[0].items() if key != "benchmarks"}
+    merged["machine_info"] = dict(merged.get("machine_info", {}))
+    merged["commit_info"] = dict(merged.get("commit_info", {}))
+    if commit:
+        merged["commit_info"]["id"] = commit
+    if device:
+        merged["machine_info"]["device"] = device
+    ids = {p.get("commit_info", {}).get("id") for p in parts}
+    if len(ids) > 1:
+        raise SystemExit(f"merge: the parts come from different commits {sorted(map(str, ids))}")
+    seen: set[str] = set()
+    merged["benchmarks"] = []
+    for part in parts:
+        for bench in part["benchmarks"]:
+            if bench["fullname"] in seen:
+                raise SystemExit(f"merge: {bench['fullname']} appears in more than one part")
+            seen.add(bench["fullname"])
+            merged["benchmarks"].append(bench)
+    return merged
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -130,14 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     cmp_.add_argument("old")
     cmp_.add_argument("new")
     cmp_.add_argument("--threshold", type=float, default=0.10, help="relative slowdown flagged (default 0.10)")
+    mrg = sub.add_parser("merge", help="join result files of one commit into one record")
+    mrg.add_argument("out")
+    mrg.add_argument("parts", nargs="+")
+    mrg.add_argument("--commit", help="commit id for the record (when the runs had no git checkout)")
+    mrg.add_argument("--device", help="the record's device line (e.g. the GPU's name)")
     args = parser.parse_args(argv)
     if args.cmd == "markdown":
-        text = markdown(_load(args.result))
         out = Path(args.out) if args.out else Path(args.result).with_suffix(".md")
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        tmp.replace(out)
+        _write(out, markdown(_load(args.result)) + "\n")
         print(f"wrote {out}")
+        return 0
+    if args.cmd == "merge":
+        merged = merge([_load(p) for p in args.parts], args.commit, args.device)
+        _write(Path(args.out), json.dumps(merged, indent=4) + "\n")
+        print(f"wrote {args.out}: {len(merged['benchmarks'])} benchmarks from {len(args.parts)} file(s)")
         return 0
     report, regressions = compare(_load(args.old), _load(args.new), args.threshold)
     print("\n".join(report))

@@ -1,4 +1,4 @@
-"""bench/results_tool.py: markdown tables and the >10% regression check."""
+"""bench/results_tool.py: markdown tables, the >10% regression check, merging the parts of one run."""
 
 import importlib.util
 import json
@@ -71,3 +71,27 @@ def test_ratios_use_rates_when_providers_time_different_amounts_of_work(tool):
     row = next(line for line in text.splitlines() if line.startswith("| cpu "))
     assert row.rstrip().endswith("16.0 |")  # 160 / 10 images/s, not 0.8 / 0.4 s
     assert "Speed-ups computed from images/s." in text
+
+
+def test_merge_joins_parts_and_refuses_duplicates(tool, tmp_path, capsys):
+    small, paper = _result({"numpy": 1.0, "cpu": 0.05}), _result({"cuda": 0.01})
+    paper["benchmarks"][0]["group"] = "op|paper"
+    paper["benchmarks"][0]["fullname"] = "bench/bench_op.py::test_op[cuda-paper]"
+    parts = []
+    for name, data in (("small", small), ("paper", paper)):
+        parts.append(tmp_path / f"{name}.json")
+        parts[-1].write_text(json.dumps(data))
+    out = tmp_path / "all.json"
+    assert tool.main(["merge", str(out), *map(str, parts), "--commit", "f00ba12", "--device", "NVIDIA H100"]) == 0
+    merged = json.loads(out.read_text())
+    assert [b["name"] for b in merged["benchmarks"]] == ["test_op[numpy]", "test_op[cpu]", "test_op[cuda]"]
+    assert merged["benchmarks"][2]["fullname"].endswith("[cuda-paper]")
+    text = tool.markdown(merged)
+    assert "- device: NVIDIA H100" in text and "- commit: f00ba12" in text
+    assert "## op|small" in text and "## op|paper" in text
+    with pytest.raises(SystemExit, match=r"test_op\[numpy\] appears in more than one part"):
+        tool.main(["merge", str(out), str(parts[0]), str(parts[0])])
+    paper["commit_info"]["id"] = "0123456"
+    parts[1].write_text(json.dumps(paper))
+    with pytest.raises(SystemExit, match="different commits"):
+        tool.main(["merge", str(out), *map(str, parts)])
