@@ -26,9 +26,16 @@ SLOW_MAX_POINTS = 20_000
 PROVIDERS = [pytest.param("reference", id="reference"), *backend_params("torch", "numpy", "cpu", "cuda")]
 
 
-def _reference_loop(features, percentage: float, n_starts: int = 10, seed: int = 0) -> list[int]:
-    """The reference's approximate greedy coreset loop (no projection: D == 128 here)."""
+def _reference_loop(features, percentage: float, n_starts: int = 10, seed: int = 0, proj_dim: int = 128) -> list[int]:
+    """The reference's approximate greedy coreset: a fresh bias-free linear map to 128 dims when
+    D != 128 (torch's default init, seeded here), then its loop of small torch ops."""
     import torch
+
+    if features.shape[1] != proj_dim:
+        mapper = torch.nn.Linear(features.shape[1], proj_dim, bias=False)
+        with torch.no_grad():
+            torch.nn.init.kaiming_uniform_(mapper.weight, a=5 ** 0.5, generator=torch.Generator().manual_seed(seed))
+            features = mapper.to(features.device)(features)
 
     def dist(a, b):
         aa = a.unsqueeze(1).bmm(a.unsqueeze(2)).reshape(-1, 1)
