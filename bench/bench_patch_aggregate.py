@@ -3,9 +3,9 @@
 Sizes ``(B, image size s)`` from ``bench_sizes("patch_aggregate")`` become layer2
 ``[B, 512, s/8, s/8]`` and layer3 ``[B, 1024, s/16, s/16]``, with the MVTec defaults
 (patch 3, pretrain 1024, target 1024). Providers: ``numpy`` (the reference; only up to
-``NUMPY_MAX_PATCHES`` patches: it materialises the C*9 vectors in float64), ``torch`` (the
-reference project's code path; on the GPU when there is one, else the CPU) and ``triton``
-(GPU only; skipped under TRITON_INTERPRET). ``extra_info``: patches/s and images/s.
+``NUMPY_MAX_PATCHES`` patches: it materialises the C*9 vectors in float64), ``cpu`` (C++/OpenMP,
+always on the CPU), ``torch`` (the reference project's code path; on the GPU when there is one,
+else the CPU) and ``triton`` (GPU only; skipped under TRITON_INTERPRET). ``extra_info``: patches/s and images/s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ofdb_fast.testing import backend_params
 
 OP = "patch_aggregate"
 NUMPY_MAX_PATCHES = 1000
-PROVIDERS = backend_params("numpy", "torch", "triton")
+PROVIDERS = backend_params("numpy", "cpu", "torch", "triton")
 
 
 def _torch_on_gpu() -> bool:

