@@ -14,7 +14,8 @@
 // - depth is walked in chunks of kDepthChunk (outermost, so a chunk of the packed data stays
 //   in cache while every tile x panel pair uses it); each chunk starts from fresh registers
 //   and is added to the block's dot products in order, which also bounds float32 rounding;
-// - then every query's top-k is updated from the block's distances, in bank order.
+// - then every query's top-k is updated from the block's distances, in bank order (a row whose
+//   minimum cannot enter a full list is skipped after one vectorised min).
 // Ties: every pair runs the same sequence of operations whatever its lane or tile (ragged
 // tiles repeat their last query row, panels are padded with zero rows; those results are
 // discarded), so duplicated bank rows give bit-identical distances and the stable insertion
@@ -185,6 +186,23 @@ inline void topk_insert(float dist, int64_t idx, float* dists, int64_t* idxs, in
   if (*count < k) ++*count;
 }
 
+// Minimum of row[0:n] (vector lanes, then the tail and the lanes in order).
+inline float row_min(const float* row, int64_t n) {
+  constexpr int L = Vec<float>::kLanes;
+  float lo = INFINITY;
+  int64_t j = 0;
+  if (n >= L) {
+    vec_t<float> acc = load_vec(row);
+    for (j = L; j + L <= n; j += L) {
+      const vec_t<float> v = load_vec(row + j);
+      acc = v < acc ? v : acc;
+    }
+    for (int l = 0; l < L; ++l) lo = std::min(lo, acc[l]);
+  }
+  for (; j < n; ++j) lo = std::min(lo, row[j]);
+  return lo;
+}
+
 }  // namespace
 
 template <typename T>
@@ -251,6 +269,9 @@ void knn_score_cpu(const T* queries, const T* bank, int64_t n_queries, int64_t n
             float* dists = out_dist + (q0 + i) * k;
             int64_t* idxs = out_idx + (q0 + i) * k;
             const float* row = dist.data() + i * kBankBlock;
+            // A full list rejects every candidate that is not below its k-th entry: skip the
+            // whole row when even its minimum is not (most rows, once the lists have filled).
+            if (count[q0 + i] == k && !(row_min(row, nm) < dists[k - 1])) continue;
             for (int64_t j = 0; j < nm; ++j) topk_insert(row[j], m0 + j, dists, idxs, &count[q0 + i], k);
           }
         }
