@@ -41,6 +41,7 @@ SPEEDUPS = [
     ("knn_min triton_fp16 x torch", "knn_min|", "triton_fp16", "torch"),
     ("knn_min triton_bf16 x torch", "knn_min|", "triton_bf16", "torch"),
     ("pretrain resident (on-device) x ImageFolder+DataLoader", "pretrain|", "resident", "reference"),
+    ("pretrain on_the_fly (rendered per batch) x ImageFolder+DataLoader", "pretrain|", "on_the_fly", "reference"),
     ("generate cuda x reference", "generate|", "cuda", "reference"),
     ("generate cuda x cpu", "generate|", "cuda", "cpu"),
     ("ifs_render cuda x reference", "ifs_render|", "cuda", "reference"),

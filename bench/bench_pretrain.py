@@ -7,7 +7,12 @@ Providers:
   RandomErasing in worker processes; CutMix/MixUp on the device batch.
 - ``resident``: ``ofdb_fast``'s path: the PNGs decoded once into a device tensor and augmented
   in batches on the device (:mod:`ofdb_fast.fractal.gpu_augment`), the whole step through
-  ``Trainer.train_step``.
+  ``Trainer.train_step``. This is also what ``pretrain --on-the-fly`` does when the rendered set
+  fits in memory (the OFDB 1k case: rendered once, then resident).
+- ``on_the_fly``: ``pretrain --on-the-fly`` for sets too large to keep: every batch rendered from
+  its IFS systems by ``ifs_render`` on the device (:class:`ofdb_fast.fractal.sources.IfsSource`,
+  no disk, no decode), then the same augmentation and step; the systems are sampled with
+  ``ofdb_fast.fractal.ifs.sample_systems`` (one class per system, 100k points, as generate).
 
 Both run the same model step (bf16 autocast + channels_last on CUDA, fp32 on CPU). Without
 CUDA only the tiny CPU case runs. extra_info: images/s and the data-time fraction (time spent
@@ -31,7 +36,7 @@ pytest.importorskip("torchvision")
 
 from ofdb_fast.fractal import pretrain as pt  # noqa: E402
 from ofdb_fast.fractal.gpu_augment import mix_batch, reference_transform  # noqa: E402
-from ofdb_fast.fractal.sources import ImageFolderSource  # noqa: E402
+from ofdb_fast.fractal.sources import IfsSource, ImageFolderSource  # noqa: E402
 
 CPU_CASE = ("resnet18", 16, 64, 32, 8)
 STEPS = 8
@@ -75,16 +80,26 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("provider", ["reference", "resident"])
+def _ifs_source(n: int, side: int, device: str) -> IfsSource:
+    from ofdb_fast.fractal.ifs import sample_systems
+
+    params = sample_systems(n, seed=0)
+    return IfsSource(params.systems, params.n_maps, np.arange(n), np.arange(n), size=side, seed=0, device=device)
+
+
+@pytest.mark.parametrize("provider", ["reference", "resident", "on_the_fly"])
 @pytest.mark.parametrize("case,device", _cases(), ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else v)
 def test_pretrain_throughput(benchmark, folders, provider, case, device):
     arch, n, side, crop, batch = case
-    root = folders(n, side)
-    source = ImageFolderSource.open(root, device)
+    if provider == "on_the_fly":
+        source = _ifs_source(n, side, device)
+    else:
+        root = folders(n, side)
+        source = ImageFolderSource.open(root, device)
     trainer = _trainer(arch, n, crop, batch, device, source)
     stats = {"data": 0.0, "total": 0.0, "images": 0}
 
-    if provider == "resident":
+    if provider in ("resident", "on_the_fly"):
         def run():
             t_start = time.perf_counter()
             for k in range(STEPS):

@@ -43,7 +43,7 @@ EXPECTED = {
                   for s in ("25088x16000x1024", "65072x15700x1024")]
     + [r"::test_knn_score\[torch-25088x16000x1024\]", r"::test_knn_score\[torch-65072x15700x1024\]"],
     # The case id depends on whether torch sees a GPU at collection: match the provider only.
-    "bench-pretrain": [r"::test_pretrain_throughput\[.*-reference\]", r"::test_pretrain_throughput\[.*-resident\]"],
+    "bench-pretrain": [rf"::test_pretrain_throughput\[.*-{p}\]" for p in ("reference", "resident", "on_the_fly")],
     "bench-generate": _GENERATE,
     "bench-generate-paper": [r"::test_generate\[1000-cpu\]", r"::test_generate\[1000-cuda\]"],
     "bench-kcenter-small": [rf"::test_kcenter_greedy\[{p}-20000x128@0\.1\]" for p in ("reference", "torch", "cuda")],
