@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import os
@@ -361,7 +363,9 @@ def test_cli_on_the_fly(tmp_path):
 
 
 # ----------------------------------------------------------------------------- DDP (gloo, CPU)
-def _ddp_worker(rank, world, port, out, result_dir):
+@contextlib.contextmanager
+def _gloo_rank(rank, world, port):
+    """Inside a spawned worker: torchrun's environment for ``rank`` and a gloo process group."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     import torch.distributed as dist
@@ -369,24 +373,33 @@ def _ddp_worker(rank, world, port, out, result_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out, result_dir):
+    with _gloo_rank(rank, world, port):
         t = pt.Trainer(_cfg(crop_size=24, batch_size=4, mix_prob=0.8), _resident(8, size=24), out, "cpu",
                        progress=False)
         t.fit(max_steps=3)
         torch.save({k: v for k, v in t.model.state_dict().items()}, os.path.join(result_dir, f"w{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow  # ~20 s on the 2-core CI machine: two spawned interpreters import torch
 def test_ddp_two_ranks_gloo(tmp_path):
     """torchrun-style env, 2 CPU ranks: identical weights on both, rank 0 alone writes."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     out = tmp_path / "run"
     out.mkdir()
     mp.spawn(_ddp_worker, args=(2, port, str(out), str(tmp_path)), nprocs=2, join=True)
@@ -400,13 +413,7 @@ def test_ddp_two_ranks_gloo(tmp_path):
 
 
 def _ddp_resume_worker(rank, world, port, out, result_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with _gloo_rank(rank, world, port) as dist:
         # 8 images, batch 4 (2 per rank), accum 2: 3 steps stop inside an accumulation window.
         cfg = dict(crop_size=24, batch_size=4, mix_prob=0.8, accum_steps=2, epochs=5)
         src = _resident(8, size=24)
@@ -420,21 +427,15 @@ def _ddp_resume_worker(rank, world, port, out, result_dir):
         second.fit(max_steps=4)
         torch.save({"full": full.model.state_dict(), "resumed": second.model.state_dict()},
                    os.path.join(result_dir, f"resume{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow  # ~25 s on the 2-core CI machine: two spawned interpreters, three short runs each
 def test_ddp_resume_inside_accumulation_window(tmp_path):
     """Both ranks resume rank 0's checkpoint (augmentation seeding check per rank) and the
     per-rank gradients pending in the accumulation window survive the checkpoint."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     out = tmp_path / "run"
     for sub in ("full", "part"):
         (out / sub).mkdir(parents=True)
