@@ -180,7 +180,8 @@ def cluster_category(
         if mode == MASK:
             import torch
 
-            alphas = [torch.as_tensor(mask_alpha(coverage), device=z.device)] * len(taus)
+            cov = coverage if coverage is not None else np.zeros(tuple(z.shape[:2]))  # no defects: uniform
+            alphas = [torch.as_tensor(mask_alpha(cov), device=z.device)] * len(taus)
         else:
             alphas = cluster_alpha(z, mode, taus, normal_embeddings=normals if mode == "supervised" else None,
                                    backend=knn_backend)
