@@ -159,3 +159,18 @@ def test_cli_mask_mode_and_json(plate, tmp_path, capsys):
     doc = json.loads((out / "metrics.json").read_text())
     locs = {r["mode"]: r["localisation"] for r in doc["runs"]}
     assert locs["mask"]["alpha_on_defect"] == pytest.approx(1.0) and locs["unsupervised"]["n_localised"] == 16
+
+
+def test_mask_mode_without_defect_images(plate, tmp_path):
+    from ofdb_fast.cluster import cluster_category
+
+    cat = tmp_path / "plate"
+    shutil.copytree(plate, cat)
+    for d in (cat / "test").iterdir():
+        if d.name != "good":
+            shutil.rmtree(d)
+    shutil.rmtree(cat / "ground_truth")
+    res = cluster_category(str(cat), modes=["mask", "average"], taus=[1.0], n_clusters=2, **SMALL)
+    mask, average = res.runs
+    assert mask.localisation is None and mask.n_clusters == 2
+    np.testing.assert_array_equal(mask.clusters, average.clusters)  # no defect anywhere: uniform weights
