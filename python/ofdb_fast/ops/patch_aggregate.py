@@ -111,23 +111,21 @@ def patch_aggregate(
         if _arrays.kind_of(maps[0]) == "cupy":
             return _arrays.cuda_empty((0, target_embed_dimension), "float32", maps[0])
         return np.zeros((0, target_embed_dimension), np.float32)
-    if name == "cpu":
-        from .. import _ext
-
-        wide = any(_validate.dtype_name(x) == "float64" for x in maps)
-        dtype = np.float64 if wide else np.float32
-        maps_np = [np.ascontiguousarray(_arrays.to_numpy(x.float() if _validate.dtype_name(x) == "bfloat16" else x,
-                                                         f"features[{i}]"), dtype=dtype)
-                   for i, x in enumerate(maps)]
-        out = _ext.load().patch_aggregate_cpu(maps_np, patch_size, pretrain_embed_dimension, target_embed_dimension)
-        return _arrays.wrap_like(out, maps[0])
-    if name == "numpy":
-        from ..reference.patch_aggregate import patch_aggregate as aggregate_numpy
-
+    if name in ("numpy", "cpu"):
         # bfloat16 has no NumPy dtype: widen (exactly) to float32 first.
         maps_np = [_arrays.to_numpy(x.float() if _validate.dtype_name(x) == "bfloat16" else x, f"features[{i}]")
                    for i, x in enumerate(maps)]
-        out = aggregate_numpy(maps_np, **dims)
+        if name == "numpy":
+            from ..reference.patch_aggregate import patch_aggregate as aggregate_numpy
+
+            out = aggregate_numpy(maps_np, **dims)
+        else:
+            from .. import _ext
+
+            # One dtype for the kernel: float64 when any map is (widening is exact), else float32.
+            dtype = np.float64 if any(m.dtype == np.float64 for m in maps_np) else np.float32
+            out = _ext.load().patch_aggregate_cpu([np.ascontiguousarray(m, dtype=dtype) for m in maps_np],
+                                                  patch_size, pretrain_embed_dimension, target_embed_dimension)
         return _arrays.wrap_like(out, maps[0])
     import torch
 
