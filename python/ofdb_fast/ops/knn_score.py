@@ -51,10 +51,10 @@ _TORCH_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 26}
 def _auto_order(dtype: str) -> dict[str, tuple[str, ...]]:
     # The cpu kernel first: since its bank is packed once per call (and rows that cannot enter
     # the top-k are skipped) it measured 1.4-2.2x faster than faiss's IndexFlatL2 (OpenBLAS
-    # sgemm) at every PatchCore shape tried (784-6,272
-    # queries x 1,254-20,000 bank rows x 128/1,024 dims, 2 threads, AMD EPYC; 6,272 x 16,000 x
-    # 1,024: 594 vs 926 ms in bench/results/ci-cpu-2core-amd-2026-12-06-842c247.md), and its
-    # ties are exact. faiss stays next (float32 only) for builds without _C.
+    # sgemm) at every PatchCore shape tried (784-6,272 queries x 1,254-20,000 bank rows x
+    # 128/1,024 dims, 2 threads, AMD EPYC; 6,272 x 16,000 x 1,024: 574 vs 918 ms in
+    # bench/results/ci-cpu-2core-amd-2026-12-06-7a009b3.md), and its ties are exact. faiss
+    # stays next (float32 only) for builds without _C.
     cpu = ("cpu", "faiss", "numpy") if dtype == "float32" else ("cpu", "numpy")
     return {"cpu": cpu, "cuda": ("torch",)}
 
