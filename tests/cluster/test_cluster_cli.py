@@ -183,3 +183,13 @@ def test_cli_bn_adapt(plate, tmp_path, capsys):
     shutil.copytree(plate / "test", cat / "test")
     assert main(["cluster", "--data", str(cat), "--out", str(tmp_path / "o2"), "--bn-adapt", *CLI_SMALL]) == 2
     assert "--bn-adapt needs normal images in" in capsys.readouterr().err
+    # BTAD's layout: normal images in train/ok and test/ok (read as "good"), defects in test/ko.
+    btad = tmp_path / "btad"
+    shutil.copytree(plate / "train" / "good", btad / "train" / "ok")
+    shutil.copytree(plate / "test" / "good", btad / "test" / "ok")
+    shutil.copytree(plate / "test" / "hole", btad / "test" / "ko")
+    out3 = tmp_path / "o3"
+    assert main(["cluster", "--data", str(btad), "--out", str(out3), "--bn-adapt", "--mode", "supervised",
+                 "--no-sheets", *CLI_SMALL]) == 0
+    doc = json.loads((out3 / "metrics.json").read_text())
+    assert doc["labels"] == ["good", "ko"] and doc["bn_adapt"]["n_images"] == 6 and doc["n_normal_images"] == 6

@@ -117,12 +117,47 @@ def test_dataset_items_and_batches(tmp_path):
         assert a["path"] == b["path"]
     np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), ds.labels)
 
+def _btad_category(root, name="01"):
+    """BTAD's own layout: train/ok, test/ok, test/ko, masks ground_truth/ko/<stem>.png, .bmp images."""
+    cat = root / name
+    for i in range(3):
+        _img(cat / "train" / "ok" / f"{i:04d}.bmp", seed=i)
+    _img(cat / "test" / "ok" / "0000.bmp", seed=10)
+    for i in range(2):
+        _img(cat / "test" / "ko" / f"{i:04d}.bmp", seed=20 + i)
+        _mask(cat / "ground_truth" / "ko" / f"{i:04d}.png")
+    return cat
+
+
+def test_btad_layout_ok_folders_are_normal(tmp_path):
+    cat = _btad_category(tmp_path)
+    assert D.list_categories(tmp_path) == [str(cat)]
+    train = D.list_samples(cat, "train")
+    assert [(s.label, s.defect_type) for s in train] == [(0, "good")] * 3
+    assert all("/train/ok/" in s.path for s in train)
+    test = D.list_samples(cat, "test")
+    assert [(s.defect_type, s.label) for s in test] == [("ko", 1), ("ko", 1), ("good", 0)]
+    assert [s.mask_path.split("/")[-1] for s in test if s.label] == ["0000.png", "0001.png"]
+    assert test[-1].path.endswith("test/ok/0000.bmp") and test[-1].mask_path is None
+    assert D.normal_dir(cat, "train") == cat / "train" / "ok"
+    ds = D.MVTecDataset(cat, "test", PRE)
+    assert [int(ds[i]["label"]) for i in range(len(ds))] == [1, 1, 0]
+    assert ds[0]["mask"].sum() > 0 and ds[2]["mask"].sum() == 0
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_good_and_ok_together_is_ambiguous(tmp_path, split):
+    cat = _category(tmp_path)
+    _img(cat / split / "ok" / "000.png")
+    with pytest.raises(ValueError, match=f"ambiguous layout: both .*{split}/good and .*{split}/ok exist"):
+        D.list_samples(cat, split)
+
 
 # ---------------------------------------------------------------------------- errors
 def test_missing_train_good(tmp_path):
     cat = _category(tmp_path)
-    (cat / "train" / "good").rename(cat / "train" / "ok")
-    with pytest.raises(ValueError, match="malformed MVTec layout: .*train/good"):
+    (cat / "train" / "good").rename(cat / "train" / "normal")
+    with pytest.raises(ValueError, match="malformed MVTec layout: .*train/good .*or .*train/ok, as BTAD"):
         D.list_samples(cat, "train")
 
 

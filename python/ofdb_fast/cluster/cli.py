@@ -125,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / "test").is_dir():
         raise OSError(f"--data {data} must be a category directory with test/<type>/ folders (MVTec layout)")
+    from ..patchcore.data import normal_dir
+
     for needs, flag in (("supervised" in args.mode, "--mode supervised"), (args.bn_adapt, "--bn-adapt")):
-        if needs and not (data / "train" / "good").is_dir():
-            raise OSError(f"{flag} needs normal images in {data / 'train' / 'good'}, which does not exist")
+        if needs and normal_dir(data, "train") is None:
+            raise OSError(f"{flag} needs normal images in {data / 'train' / 'good'} (or train/ok, as BTAD), "
+                          f"which does not exist")
     out = _prepare_out(args.out, args.overwrite)
     res = cluster_category(
         str(data), modes=args.mode, taus=args.tau, train_ratio=args.train_ratio, n_clusters=k,

@@ -6,6 +6,11 @@ Layout (also MPDD, BTAD, converted KolektorSDD)::
     <root>/<category>/test/<type>/*.<ext>              type "good" = normal, anything else = defect
     <root>/<category>/ground_truth/<type>/<stem>_mask.<ext>   (or <stem>.<ext>, as BTAD)
 
+BTAD names its normal folders ``ok`` (``train/ok``, ``test/ok``; defects in ``test/ko`` with
+masks ``ground_truth/ko/<stem>.png``): ``ok`` is read as ``good`` (the samples' ``defect_type``
+is ``"good"``), unless the category also has a ``good`` folder in the same split, which is
+ambiguous and an error.
+
 Image extensions: .png .jpg .jpeg .bmp .tif .tiff (case-insensitive); hidden files are skipped.
 Order is deterministic: defect types sorted by name, files sorted by name.
 
@@ -34,6 +39,7 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
+NORMAL_FOLDERS = (GOOD, "ok")  # "ok": BTAD's name for the normal images
 
 
 @dataclasses.dataclass
@@ -116,6 +122,20 @@ def _find_mask(gt_dir: Path, stem: str) -> Path | None:
     return None
 
 
+def normal_dir(category_dir: str | os.PathLike, split: str) -> Path | None:
+    """``<category>/<split>/good``, or BTAD's ``<split>/ok``; None if neither exists.
+
+    Raises:
+        ValueError: both exist (which one holds the normal images is ambiguous).
+    """
+    found = [Path(category_dir) / split / name for name in NORMAL_FOLDERS]
+    found = [d for d in found if d.is_dir()]
+    if len(found) > 1:
+        raise ValueError(f"ambiguous layout: both {found[0]} and {found[1]} exist; normal images must be in "
+                         f"exactly one of them")
+    return found[0] if found else None
+
+
 def list_samples(category_dir: str | os.PathLike, split: str, *, require_masks: bool = True) -> list[Sample]:
     """The samples of one split of one category.
 
@@ -138,19 +158,21 @@ def list_samples(category_dir: str | os.PathLike, split: str, *, require_masks: 
         raise FileNotFoundError(f"category directory {cat} does not exist")
     split_dir = cat / split
     if split == "train":
-        good = split_dir / GOOD
-        if not good.is_dir():
-            raise ValueError(f"malformed MVTec layout: {good} must be a directory of normal images")
+        good = normal_dir(cat, "train")
+        if good is None:
+            raise ValueError(f"malformed MVTec layout: {split_dir / GOOD} must be a directory of normal images "
+                             f"(or {split_dir / 'ok'}, as BTAD)")
         paths = _images(good)
         if not paths:
             raise ValueError(f"{good} must contain training images ({'/'.join(IMAGE_EXTENSIONS)}), got none")
         return [Sample(str(p), 0, GOOD, None, cat.name) for p in paths]
     if not split_dir.is_dir():
         raise ValueError(f"malformed MVTec layout: {split_dir} must be a directory of test/<type>/ folders")
+    normal_dir(cat, "test")  # refuses test/good beside test/ok
     samples = []
     for type_dir in sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
         for p in _images(type_dir):
-            if type_dir.name == GOOD:
+            if type_dir.name in NORMAL_FOLDERS:
                 samples.append(Sample(str(p), 0, GOOD, None, cat.name))
                 continue
             mask = _find_mask(cat / "ground_truth" / type_dir.name, p.stem)
