@@ -50,9 +50,7 @@ Conventions (the reference script's choices, made reproducible):
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import re
@@ -62,48 +60,14 @@ from typing import Any
 
 import numpy as np
 
-from .._io import refuse_nonempty_dir, staged_dir
+from .._io import staged_dir
+from ._common import PNG_LEVEL, ConversionReport, check_paths, manifest_text, natural_key
 
 KSDD_SIZE = (500, 1240)  # (W, H), the reference's cv2 dsize
 KSDD2_SIZE = (232, 640)  # (W, H), the official KolektorSDD2 input size
 FITS = ("resize", "pad")
 TRAIN_POSITIVES = ("exclude", "test")
 KSDD_KNOWN_ODD = "kos21/Part7"  # skipped by vicoslab/mixed-segdec-net-comind2021:data/input_ksdd.py
-_PNG_LEVEL = 1
-
-
-@dataclasses.dataclass
-class ConversionReport:
-    """What a conversion found and wrote (also saved as ``conversion_report.json``)."""
-
-    dataset: str
-    source: str
-    destination: str
-    settings: dict[str, Any]
-    counts: dict[str, int] = dataclasses.field(default_factory=dict)
-    unreadable: list[str] = dataclasses.field(default_factory=list)
-    images_without_label: list[str] = dataclasses.field(default_factory=list)
-    labels_without_image: list[str] = dataclasses.field(default_factory=list)
-    excluded: list[str] = dataclasses.field(default_factory=list)
-    ignored: list[str] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    dry_run: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def summary(self) -> str:
-        """Human-readable multi-line summary (the CLI prints it)."""
-        lines = [f"{self.dataset}: {self.source} -> {self.destination}" + (" (dry run, nothing written)"
-                                                                         if self.dry_run else "")]
-        lines.append("  " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
-        for key in ("unreadable", "images_without_label", "labels_without_image", "excluded", "ignored"):
-            items = getattr(self, key)
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                lines.append(f"  {key.replace('_', ' ')} ({len(items)}): {shown}")
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
 
 
 @dataclasses.dataclass
@@ -149,10 +113,6 @@ def parse_size(value: Any) -> tuple[int, int] | None:
             or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)):
         raise ValueError(f"size must be two positive ints (W, H), got {value!r}")
     return int(value[0]), int(value[1])
-
-
-def _natural(name: str) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
 def _decode(path: Path, grey: bool) -> np.ndarray | None:
@@ -203,7 +163,7 @@ def _fit_mask(label: np.ndarray, size: tuple[int, int] | None, fit: str) -> np.n
 def _write_png(path: Path, a: np.ndarray) -> None:
     import cv2
 
-    ok, buf = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_LEVEL])
+    ok, buf = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
     if not ok:  # cv2.imwrite's silent False is one of the reference's pitfalls
         raise OSError(f"could not encode {path} as PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,18 +171,8 @@ def _write_png(path: Path, a: np.ndarray) -> None:
 
 
 def _check_paths(src: Any, dst: Any, category: str, overwrite: bool) -> tuple[Path, Path]:
-    src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise OSError(f"source {src} does not exist or is not a directory")
-    if not isinstance(category, str) or not category or "/" in category or category.startswith("."):
-        raise ValueError(f"category must be a plain directory name, got {category!r}")
-    rs, rd = src.resolve(), dst.resolve()
-    if rd == rs or rs in rd.parents or rd in rs.parents:
-        raise ValueError(f"destination {dst} must not be the source {src}, inside it, or contain it "
-                         f"(the source is never modified)")
-    refuse_nonempty_dir(dst, overwrite, "destination", hint=f"pass --overwrite (overwrite=True) to replace "
-                                                           f"{dst / category}")
-    return src, dst
+    return check_paths(src, dst, [category], overwrite,
+                       hint=f"pass --overwrite (overwrite=True) to replace {Path(dst) / category}")
 
 
 def _classify(items: list[_Item], report: ConversionReport) -> list[_Item]:
@@ -244,12 +194,7 @@ def _classify(items: list[_Item], report: ConversionReport) -> list[_Item]:
     return kept
 
 
-def _csv(rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["output", "split", "label", "source_image", "source_label"])
-    w.writerows(rows)
-    return buf.getvalue()
+_MANIFEST_HEADER = ("output", "split", "label", "source_image", "source_label")
 
 
 def _write_category(dst: Path, category: str, plan: list[tuple[_Item, str, str | None]],
@@ -269,7 +214,7 @@ def _write_category(dst: Path, category: str, plan: list[tuple[_Item, str, str |
             rows.append([out_img, out_img.split("/")[0], int(it.defect), str(it.image), str(it.label)])
         for sub in ("train/good", "test/good"):
             (tmp / sub).mkdir(parents=True, exist_ok=True)
-        (tmp / "manifest.csv").write_text(_csv(rows))
+        (tmp / "manifest.csv").write_text(manifest_text(_MANIFEST_HEADER, rows))
         (tmp / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
@@ -287,7 +232,7 @@ def _mvtec_name(i: int, n: int) -> str:
 # ------------------------------------------------------------------------- KolektorSDD
 def _list_ksdd(src: Path, report: ConversionReport) -> list[_Item]:
     items = []
-    for folder in sorted(src.iterdir(), key=lambda p: _natural(p.name)):
+    for folder in sorted(src.iterdir(), key=lambda p: natural_key(p.name)):
         if folder.name.startswith("."):
             continue
         if not folder.is_dir():
@@ -303,7 +248,7 @@ def _list_ksdd(src: Path, report: ConversionReport) -> list[_Item]:
                 images[p.stem] = p
             else:
                 report.ignored.append(f"{folder.name}/{name}")
-        for stem in sorted(set(labels) | set(images), key=_natural):
+        for stem in sorted(set(labels) | set(images), key=natural_key):
             key = f"{folder.name}/{stem}"
             if stem not in labels:
                 report.images_without_label.append(str(images[stem]))
@@ -418,7 +363,7 @@ def _list_ksdd2(src: Path, split: str, report: ConversionReport) -> list[_Item]:
         else:
             report.ignored.append(f"{split}/{p.name}")
     items = []
-    for stem in sorted(set(images) | set(masks), key=_natural):
+    for stem in sorted(set(images) | set(masks), key=natural_key):
         if stem not in masks:
             report.images_without_label.append(str(images[stem]))
         elif stem not in images:
