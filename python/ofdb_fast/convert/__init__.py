@@ -1,5 +1,8 @@
 """Dataset converters to the MVTec AD layout (pure I/O, no GPU)."""
 
-from .kolektor import ConversionReport, convert_kolektorsdd, convert_kolektorsdd2, seeded_permutation
+from ._common import ConversionReport
+from .kolektor import convert_kolektorsdd, convert_kolektorsdd2, seeded_permutation
+from .visa import VisaReport, convert_visa
 
-__all__ = ["ConversionReport", "convert_kolektorsdd", "convert_kolektorsdd2", "seeded_permutation"]
+__all__ = ["ConversionReport", "VisaReport", "convert_kolektorsdd", "convert_kolektorsdd2", "convert_visa",
+           "seeded_permutation"]
