@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ofdb_fast import cli
 from ofdb_fast.convert import visa
 from ofdb_fast.convert.visa import convert_visa, defect_folder
 from ofdb_fast.patchcore.data import list_samples
@@ -408,3 +409,22 @@ def test_argument_errors(visa_src, tmp_path):
     with pytest.raises(ValueError, match="must not be the source"):
         convert_visa(src, src / "mvtec", dry_run=True)
     assert not (src / "mvtec").exists()
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli(visa_src, tmp_path, capsys):
+    src, _ = visa_src
+    out = tmp_path / "o"
+    assert cli.main(["convert", "visa", str(src), str(out), "--category", "pcb1", "--defect-types", "annotation",
+                     "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "pcb1: train/good 3, test/good 2, test/bent 1, test/scratch_deep 1" in text
+    assert f"wrote pcb1 under {out}" in text
+    assert sorted(p.name for p in out.iterdir()) == ["pcb1"]
+    assert cli.main(["convert", "visa", str(src), str(out), "--quiet"]) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["convert", "visa", str(src), str(tmp_path / "p"), "--category", "candle", "pcb1",
+                     "--link", "--dry-run", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "dry run, nothing written" in text and "categories 2, train/good 6" in text
+    assert not (tmp_path / "p").exists()

@@ -1,12 +1,15 @@
-"""``ofdb-fast convert kolektorsdd SRC DST`` and ``ofdb-fast convert kolektorsdd2 SRC DST``.
+"""``ofdb-fast convert kolektorsdd|kolektorsdd2|visa SRC DST``.
 
-Both print the conversion report (counts, skipped and unreadable files) and write it with a
-manifest into ``DST/<category>``; see :mod:`ofdb_fast.convert.kolektor` for the conventions.
+Each prints the conversion report (counts, skipped and unreadable files) and writes it with a
+manifest into every ``DST/<category>`` it converts; see :mod:`ofdb_fast.convert.kolektor` and
+:mod:`ofdb_fast.convert.visa` for the conventions.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from .visa import DEFAULT_SPLIT_FILE, DEFECT_TYPES
 
 
 def _common(p: argparse.ArgumentParser, default_size: str, category: str) -> None:
@@ -24,7 +27,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert datasets to the MVTec AD layout",
                               description="Convert anomaly detection datasets to the MVTec AD layout.")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    sub = p.add_subparsers(dest="convert_command", metavar="{kolektorsdd,kolektorsdd2}")
+    sub = p.add_subparsers(dest="convert_command", metavar="{kolektorsdd,kolektorsdd2,visa}")
 
     k1 = sub.add_parser("kolektorsdd", help="KolektorSDD (kosNN/PartN.jpg + PartN_label.bmp)")
     _common(k1, "500x1240", "metal")
@@ -40,6 +43,24 @@ def register(subparsers) -> None:
     k2.add_argument("--train-positives", default="exclude", choices=["exclude", "test"],
                     help="defective training images: exclude them (default) or add them to test/defect")
     k2.set_defaults(func=run_kolektorsdd2)
+
+    v = sub.add_parser("visa", help="VisA (split_csv/1cls.csv + <object>/Data/{Images,Masks}), every category")
+    a = v.add_argument
+    a("src", metavar="SRC", help="VisA root holding split_csv/ and one folder per object (read only)")
+    a("dst", metavar="DST", help="output root; DST/<category> per category (absent or empty unless --overwrite)")
+    a("--category", action="extend", nargs="+", default=None, metavar="C",
+      help="objects to convert (default: every object of the split file)")
+    a("--defect-types", default="bad", choices=DEFECT_TYPES,
+      help="test/bad for every anomaly (default, as anomalib) or one folder per image_anno.csv label "
+           "(several labels -> combined; what ofdb-fast cluster needs)")
+    a("--split-file", default=DEFAULT_SPLIT_FILE,
+      help=f"split csv, relative to SRC or absolute (default {DEFAULT_SPLIT_FILE}, the standard protocol)")
+    a("--link", action="store_true",
+      help="hard-link the images instead of copying them (copied where SRC and DST cannot share files)")
+    a("--overwrite", action="store_true", help="replace the converted DST/<category> directories")
+    a("--dry-run", action="store_true", help="read and check everything, report; write nothing")
+    a("--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(func=run_visa)
 
 
 def _finish(report) -> int:
@@ -66,3 +87,16 @@ def run_kolektorsdd2(args: argparse.Namespace) -> int:
                                   train_positives=args.train_positives, category=args.category,
                                   overwrite=args.overwrite, dry_run=args.dry_run)
     return _finish(report)
+
+
+def run_visa(args: argparse.Namespace) -> int:
+    from .visa import convert_visa
+
+    report = convert_visa(args.src, args.dst, categories=args.category, split_file=args.split_file,
+                          defect_types=args.defect_types, link=args.link, overwrite=args.overwrite,
+                          dry_run=args.dry_run, progress=not args.quiet)
+    print(report.summary())
+    if not report.dry_run:
+        print(f"wrote {', '.join(report.categories)} under {report.destination} "
+              f"(each with manifest.csv, conversion_report.json)")
+    return 0
