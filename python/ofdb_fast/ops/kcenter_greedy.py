@@ -22,6 +22,16 @@ spec and the ``numpy`` backend, float64). The other backends work in float32:
   require equal indices on well-separated data and the covering-radius trajectory within 1e-2
   relative on random data (written without a GPU: not yet run). The NumPy reference has no
   such mode.
+
+  float16 does NOT keep the indices of PatchCore features stable; it keeps the coreset's
+  quality. Measured by emulation on the CPU (projected rows rounded to float16, then the
+  reference loop; 18,816 patches of 24 synthetic 224 px images per category, random-init
+  WRN50 layer2+3 + AdaBN, 1024 -> 128, 10 %): the float16 order leaves float32's after 12-98
+  of 1,881 picks, 56-93 % of the indices are shared, the covering radius in the unrounded space
+  grows by 0.02-0.4 % (max) and image AUROC with the two banks is equal on weave, grain and
+  washer (plate 0.566 vs 0.580, a near-chance category). For scale, float32 vs the float64
+  reference: identical indices; float32 with another projection seed: 17-44 % shared, radius
+  +12-23 %. So float16 stays opt-in (the default is float32) for banks too large for float32.
 """
 
 from __future__ import annotations
