@@ -17,9 +17,11 @@ Backends:
   (any layer) make it compute from float64; other dtypes are widened to float32 first.
 - ``torch``: the reference project's own torch code path (``nn.Unfold`` + ``F.interpolate`` +
   ``F.adaptive_avg_pool1d``), CPU or CUDA: the baseline. Computes in the input dtype.
-- ``triton``: one fused gather kernel per layer (:mod:`ofdb_fast.triton.patch_aggregate`)
-  that never materialises the patch vectors; float32. On the GPU, or on CPU torch tensors
-  under ``TRITON_INTERPRET=1``.
+- ``triton`` (:mod:`ofdb_fast.triton.patch_aggregate`): per layer one gather kernel that
+  pools the taps on the layer's own grid (coalesced along pixels; the patch vectors are never
+  materialised), plus for deeper layers one kernel blending the pooled rows bilinearly into the
+  output, the commuted order of the ``cpu`` backend; float32. On the GPU, or on CPU torch
+  tensors under ``TRITON_INTERPRET=1``.
 """
 
 from __future__ import annotations
