@@ -388,7 +388,16 @@ void kcenter_greedy_cuda(const float* features, const KCenterParams& p, int64_t*
   cudaStream_t stream = as_stream(stream_handle);
   int sms = 0;
   OFDB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int blocks_cap = sms * (2048 / kThreads);  // one resident wave
+  // One resident wave of the per-iteration kernel: its registers (38-40 on sm_90), not the 2048
+  // threads of an SM, bound the blocks per SM (6 of 256 threads, not 8: a grid sized for 8 ran as
+  // a full wave plus a second one of 2 blocks per SM, a third of the occupancy, every iteration).
+  int per_sm_f32 = 0, per_sm_f16 = 0;
+  OFDB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_f32, update_kernel<float, true, true>,
+                                                                kThreads, 0));
+  OFDB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_f16, update_kernel<__half, true, true>,
+                                                                kThreads, 0));
+  const int per_sm = per_sm_f32 < per_sm_f16 ? per_sm_f32 : per_sm_f16;
+  const int blocks_cap = sms * (per_sm > 0 ? per_sm : 1);
   const int64_t width = kcenter_width(p);
   Scratch scratch(stream);
   if (!kcenter_projects(p)) {

@@ -1,10 +1,20 @@
 """kcenter_greedy cuda backend with proj_dtype="float16" (projected rows stored as float16).
 
-Only the argument checks run without a GPU. On the GPU: indices equal to the float32 path and
-the NumPy reference on well-separated data (every choice is far from a tie), the covering-radius
-trajectory within 1e-2 relative on random data (float16 keeps 11 significant bits: distances of
-~1e1 move by ~1e-2 absolute at worst, and near-tied argmax choices may swap), and a 1M-patch
-run that must fit in memory.
+Only the argument checks run without a GPU. float16 keeps 11 significant bits: projected values
+of ~30 move by up to ~8e-3, distances by ~1e-2 absolute, while a blob's farthest rows (and, late
+in the loop, the farthest blobs) are often closer than that to each other, so float16 may swap
+near-tied picks even on well-separated blobs; a swap delays a drop of the covering radius by one
+step, after which the trajectories agree again or continue as another, equally good, greedy
+sequence. Checked on the GPU: on separated blobs, the float32 path's indices equal the NumPy
+reference's, the float16 path's first picks take one row of every blob and its radius trajectory
+follows the float32 one within 5e-2 relative up to one step of lag; on random data, within 1e-2
+up to one step of lag; and a 1M-patch run fits in memory.
+
+These expectations were checked without a GPU against a NumPy emulation of the kernels'
+float32/float16 arithmetic (projection and lane-strided sums with fused multiply-adds, xor
+butterfly): with the test seeds, the float16 picks differ from the reference's from pick 4-29 on
+(the former exact-equality test failed all three cases), and the random-data radii differ by up
+to 2e-2 at the step of a swap but by <= 8e-5 with one step of lag (<= 7.4e-3 over 6 other seeds).
 """
 
 from __future__ import annotations
@@ -17,8 +27,20 @@ from ofdb_fast.reference import kcenter_greedy as ref
 
 
 def _blobs(rng, n, dim, n_blobs=12, spread=50.0, noise=1.0):
+    """Rows [n, dim] float32 and their blob labels [n]."""
     centres = spread * rng.standard_normal((n_blobs, dim))
-    return (centres[rng.integers(0, n_blobs, n)] + noise * rng.standard_normal((n, dim))).astype(np.float32)
+    labels = rng.integers(0, n_blobs, n)
+    return (centres[labels] + noise * rng.standard_normal((n, dim))).astype(np.float32), labels
+
+
+def _assert_radius_follows(rad16, rad32, rtol):
+    """rad16[t] lies within rtol of [rad32[t + 1], rad32[t - 1]] (indices clipped): one step of
+    lag for a swapped near-tie, whose radius drop then comes a step later."""
+    t = np.arange(len(rad32))
+    upper = rad32[np.maximum(t - 1, 0)] * (1 + rtol)
+    lower = rad32[np.minimum(t + 1, len(t) - 1)] * (1 - rtol)
+    bad = np.nonzero((rad16 > upper) | (rad16 < lower))[0]
+    assert bad.size == 0, f"steps {bad[:10]}: float16 {rad16[bad[:10]]}, float32 {rad32[bad[:10]]}"
 
 
 def _cuda(x, **kwargs):
@@ -52,13 +74,19 @@ def test_half_projection_range_checked():
     "n,dim,proj_dim,method",
     [(3000, 300, 128, "approx"), (2000, 150, 128, "exact"), (1500, 40, 33, "approx")],  # 33: odd width
 )
-def test_half_indices_equal_on_separated_data(n, dim, proj_dim, method, rng):
-    x = _blobs(rng, n, dim)
+def test_half_on_separated_data(n, dim, proj_dim, method, rng):
+    x, labels = _blobs(rng, n, dim)
     want = ref.kcenter_greedy(x, n_select=40, method=method, proj_dim=proj_dim, seed=5)
-    got32 = _cuda(x, n_select=40, method=method, proj_dim=proj_dim, seed=5)
-    got16 = _cuda(x, n_select=40, method=method, proj_dim=proj_dim, seed=5, proj_dtype="float16")
+    got32, rad32 = _cuda(x, n_select=40, method=method, proj_dim=proj_dim, seed=5, return_radius=True)
+    got16, rad16 = _cuda(x, n_select=40, method=method, proj_dim=proj_dim, seed=5, return_radius=True,
+                         proj_dtype="float16")
     np.testing.assert_array_equal(got32, want)
-    np.testing.assert_array_equal(got16, want)
+    # Blobs are hundreds apart after the projection and ~10 across: the first 12 picks take one
+    # row of each blob whatever the rounding (which row, and the later picks, may differ).
+    assert sorted(labels[got16[:12]].tolist()) == list(range(12))
+    # Another row of the same blob moves the distances to the other blobs by up to the blob's
+    # width (~4% of the spacing): emulated worst 6.3e-3 here with one step of lag.
+    _assert_radius_follows(rad16, rad32, rtol=5e-2)
 
 
 @pytest.mark.cuda
@@ -68,7 +96,7 @@ def test_half_radius_trajectory_on_random_data(method, rng):
     idx32, rad32 = _cuda(x, n_select=500, method=method, seed=1, return_radius=True)
     idx16, rad16 = _cuda(x, n_select=500, method=method, seed=1, return_radius=True, proj_dtype="float16")
     assert len(np.unique(idx16)) == 500 and (np.diff(rad16) <= 0).all()
-    np.testing.assert_allclose(rad16, rad32, rtol=1e-2)
+    _assert_radius_follows(rad16, rad32, rtol=1e-2)
     # Not asserted equal (near ties may swap), but reported when the test is run with -rA.
     print(f"{method}: {np.mean(idx16 == idx32):.4f} of the selections equal, same set "
           f"{len(np.intersect1d(idx16, idx32)) / 500:.4f}")

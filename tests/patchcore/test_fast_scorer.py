@@ -157,6 +157,48 @@ def test_graph_captured_torch_code_makes_no_host_tensors():
     assert set(rec.seen) == {"meta"}, {k: sorted(v) for k, v in rec.seen.items() if k != "meta"}
 
 
+def test_capture_runs_on_a_stream_of_the_scorers_gpu(monkeypatch):
+    """torch.cuda.graph without ``stream=`` captures on one process-wide stream, created on the
+    GPU that was current at the first capture in the process: a scorer on cuda:1 after one on
+    cuda:0 would capture on cuda:0. The capture must get a stream of the scorer's own GPU.
+    Checked here with stand-ins for torch.cuda (no GPU needed); the real capture on a second GPU
+    is test_cuda_graph_on_second_gpu (needs two GPUs)."""
+    import contextlib
+
+    captured = []
+
+    class Stream:
+        def __init__(self, device=None):
+            self.device = torch.device("cuda", 0) if device is None else torch.device(device)
+
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def __init__(self, cuda_graph, pool=None, stream=None, **kwargs):
+            captured.append(stream)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream(device))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", Graph)
+    monkeypatch.setattr(torch, "zeros", lambda *args, **kwargs: "static input")
+    scorer = object.__new__(FastScorer)
+    scorer.device = torch.device("cuda", 1)
+    scorer._pipeline = lambda images: ("scores", "maps")
+    _, static_in, static_out = scorer._capture(2, 8, 8)
+    assert static_in == "static input" and static_out == ("scores", "maps")
+    assert len(captured) == 1 and captured[0] is not None
+    assert captured[0].device == torch.device("cuda", 1)
+
+
 def test_fold_batchnorm_keeps_the_features(fitted, data):
     import copy
 

@@ -234,7 +234,10 @@ class FastScorer:
                 self._pipeline(static_in)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # Capture on `side` too: without `stream=`, torch.cuda.graph uses one process-wide
+        # capture stream created on whichever GPU was current at the first capture, so a scorer
+        # on cuda:1 after one on cuda:0 would capture on cuda:0 (an empty or failing graph).
+        with torch.cuda.graph(graph, stream=side):
             static_out = self._pipeline(static_in)
         return graph, static_in, static_out
 
