@@ -23,7 +23,11 @@ from ofdb_fast.ops.ifs_render import RenderConfig, ifs_render
 from ofdb_fast.testing import backend_param, backend_params
 
 N_POINTS = 100_000
-N_IMAGES = {"reference": 8, "reference_lean": 8, "numpy": 2, "cpu": 64, "cpu_out": 64, "cuda": 512}
+# cuda: the chain kernels run one thread per image (a chaos game is one dependent chain of 100k
+# steps, ~200 cycles each by the PTX, ~25 ms for both passes however many images run beside it),
+# so a call's time is nearly flat in the batch until the GPU is full: 512 images would use 8 of
+# an H100's 132 SMs (~20k images/s), 4,096 use 64 blocks (output 3.2 GB + counts 4.3 GB at 512 px).
+N_IMAGES = {"reference": 8, "reference_lean": 8, "numpy": 2, "cpu": 64, "cpu_out": 64, "cuda": 4096}
 
 
 def _systems(n_img: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
