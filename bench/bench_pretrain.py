@@ -9,9 +9,10 @@ Providers:
   in batches on the device (:mod:`ofdb_fast.fractal.gpu_augment`), the whole step through
   ``Trainer.train_step``. This is also what ``pretrain --on-the-fly`` does when the rendered set
   fits in memory (the OFDB 1k case: rendered once, then resident).
-- ``on_the_fly``: ``pretrain --on-the-fly`` for sets too large to keep: every batch rendered from
-  its IFS systems by ``ifs_render`` on the device (:class:`ofdb_fast.fractal.sources.IfsSource`,
-  no disk, no decode), then the same augmentation and step; the systems are sampled with
+- ``on_the_fly``: ``pretrain --on-the-fly`` for sets too large to keep: the images rendered from
+  their IFS systems by ``ifs_render`` on the device (:class:`ofdb_fast.fractal.sources.IfsSource`,
+  no disk, no decode; a round's batches in one render call, as ``IfsSource.ahead`` groups them),
+  then the same augmentation and step; the systems are sampled with
   ``ofdb_fast.fractal.ifs.sample_systems`` (one class per system, 100k points, as generate).
 
 Both run the same model step (bf16 autocast + channels_last on CUDA, fp32 on CPU). Without
@@ -101,23 +102,25 @@ def test_pretrain_throughput(benchmark, folders, provider, case, device):
 
     if provider in ("resident", "on_the_fly"):
         def run():
-            t_start = time.perf_counter()
-            for k in range(STEPS):
-                idx = pt.epoch_batches(n, batch, 0, trainer.global_step // trainer.steps_per_epoch)[
-                    trainer.global_step % trainer.steps_per_epoch]
-                t0 = time.perf_counter()
-                (images, labels), = source.batches([idx], device)
+            # The round's batches go to the source at once, as Trainer.fit hands it an epoch's:
+            # on_the_fly renders them ahead in one call (IfsSource.ahead), resident slices.
+            step = trainer.global_step
+            idxs = [pt.epoch_batches(n, batch, 0, s // trainer.steps_per_epoch)[s % trainer.steps_per_epoch]
+                    for s in range(step, step + STEPS)]
+            t_start = t0 = time.perf_counter()
+            for images, labels in source.batches(idxs, device):
                 trainer.train_step(images, labels, trainer.global_step)
                 _sync(device)
                 stats["data"] += trainer._t_data - t0
-                stats["images"] += len(idx)
+                stats["images"] += int(labels.shape[0])
                 trainer.global_step += 1
+                t0 = time.perf_counter()
             stats["total"] += time.perf_counter() - t_start
     else:
         import torch.nn.functional as F
         import torchvision
 
-        workers = min(8, os.cpu_count() or 1) if device == "cuda" else 0
+        workers = min(16, os.cpu_count() or 1) if device == "cuda" else 0  # the baseline: 16
         ds = torchvision.datasets.ImageFolder(root, transform=reference_transform(crop))
         loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                                              pin_memory=device == "cuda", persistent_workers=workers > 0)

@@ -133,6 +133,34 @@ def test_on_the_fly_equals_image_folder(tmp_path):
     assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_on_the_fly_renders_ahead_in_few_calls(tmp_path):
+    """batches() renders whole batches ahead (up to `ahead` images per call): the same images
+    and labels, in order, as one render per batch, with fewer calls."""
+    opts = _tiny_generate_options(tmp_path)
+    calls = []
+    base = IfsSource.from_generate_options(opts, "cpu")
+
+    def counting(*args, **kwargs):
+        calls.append(int(kwargs["image_ids"].shape[0]))
+        return base.render_fn(*args, **kwargs)
+
+    idx = list(torch.randperm(12, generator=torch.Generator().manual_seed(0)).split(5))  # 5, 5, 2
+    one = IfsSource.from_generate_options(opts, "cpu", render_fn=counting, ahead=1)
+    singles = list(one.batches(idx, "cpu"))
+    assert calls == [5, 5, 2]
+    calls.clear()
+    grouped = IfsSource.from_generate_options(opts, "cpu", render_fn=counting, ahead=10)  # 5 + 5, then 2
+    ahead = list(grouped.batches(iter(idx), "cpu"))  # any iterable, not only lists
+    assert calls == [10, 2]
+    assert len(ahead) == len(singles) == 3
+    for (xa, ya), (xb, yb), i in zip(singles, ahead, idx):
+        assert xa.shape[0] == len(i) and torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(ya, base.labels[i])
+    assert IfsSource.from_generate_options(opts, "cpu").ahead == 256  # cpu default: the resident chunk
+    with pytest.raises(ValueError, match="ahead must be an int >= 1, got 0"):
+        IfsSource(base.systems, base.n_maps, base.rows, np.arange(12), size=24, seed=5, ahead=0)
+
+
 def test_on_the_fly_equals_generate_output(tmp_path):
     """The real `generate` against the on-the-fly source."""
     from ofdb_fast.fractal.dataset import generate

@@ -225,10 +225,15 @@ class IfsSource(Source):
         render_fn: ``(systems, n_maps, *, size, seed, image_ids, config) -> uint8 [b,H,W,3]``
             (default :func:`default_render_fn`).
         chunk: images per render call when building a resident copy.
+        ahead: most images rendered per call on the fly (:meth:`batches` renders the next whole
+            batches up to this many at once, then hands them out one by one). Default: 4,096 on
+            CUDA, where a call costs about the same for 64 or 4,096 images (one GPU thread per
+            chaos game; per-batch calls would leave the GPU idle for ~25 ms a batch), and
+            ``chunk`` elsewhere. The images do not depend on it (each depends only on its id).
     """
 
     def __init__(self, systems, n_maps, rows, folder_labels, *, size: int, seed: int, config=None, device="cpu",
-                 render_fn: RenderFn | None = None, chunk: int = 256):
+                 render_fn: RenderFn | None = None, chunk: int = 256, ahead: int | None = None):
         import numpy as np
         import torch
 
@@ -239,6 +244,11 @@ class IfsSource(Source):
         self.device = torch.device(device)
         self.render_fn = render_fn or default_render_fn(self.device)
         self.size, self.seed, self.config, self.chunk = size, seed, config, chunk
+        if ahead is None:
+            ahead = 4096 if self.device.type == "cuda" else chunk
+        if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 1:
+            raise ValueError(f"ahead must be an int >= 1, got {ahead!r}")
+        self.ahead = ahead
         num_classes = int(folder.max()) + 1
         if sorted(set(folder.tolist())) != list(range(num_classes)):
             raise ValueError(f"folder_labels must cover 0..C-1, got {sorted(set(folder.tolist()))[:8]}")
@@ -249,7 +259,8 @@ class IfsSource(Source):
         self.image_shape = (size, size)
 
     @classmethod
-    def from_generate_options(cls, opts, device, *, render_fn: RenderFn | None = None, chunk: int = 256):
+    def from_generate_options(cls, opts, device, *, render_fn: RenderFn | None = None, chunk: int = 256,
+                              ahead: int | None = None):
         """The dataset ``generate`` would write for ``opts`` (a ``dataset.GenerateOptions``):
         same mapping (``class_system_index``), systems (``load_systems``), seed and render flags."""
         import numpy as np
@@ -268,7 +279,7 @@ class IfsSource(Source):
         params = load_systems(opts, used)
         config = RenderConfig(n_points=opts.n_points, jitter=not opts.remove_jitter, background=opts.background)
         return cls(params.systems, params.n_maps, np.searchsorted(used, sys_idx), folder, size=opts.size,
-                   seed=opts.seed, config=config, device=device, render_fn=render_fn, chunk=chunk)
+                   seed=opts.seed, config=config, device=device, render_fn=render_fn, chunk=chunk, ahead=ahead)
 
     def render(self, indices):
         """``uint8`` ``[b, size, size, 3]`` on the source device for global indices ``[b]``."""
@@ -293,8 +304,29 @@ class IfsSource(Source):
         return ResidentSource(torch.cat(parts), self.labels, self.classes, info=self._info())
 
     def batches(self, index_lists: Iterable, device):
-        for idx in index_lists:
-            yield self.render(idx).to(device), self.labels[idx.cpu()].to(device)
+        """Render whole batches ahead, up to ``ahead`` images per call (at least one batch), and
+        yield them in order: the same images as one call per batch."""
+        import torch
+
+        pending = iter(index_lists)
+        group: list = []
+        for idx in pending:
+            group.append(idx)
+            n = sum(int(g.numel()) for g in group)
+            if n < self.ahead:
+                continue
+            yield from self._render_group(group, device, torch)
+            group = []
+        if group:
+            yield from self._render_group(group, device, torch)
+
+    def _render_group(self, group: list, device, torch):
+        images = self.render(torch.cat([g.reshape(-1).cpu() for g in group])).to(device)
+        start = 0
+        for idx in group:
+            n = int(idx.numel())
+            yield images[start:start + n], self.labels[idx.cpu()].to(device)
+            start += n
 
     def _info(self) -> dict:
         return {"on_the_fly": True, "size": self.size, "seed": self.seed}
