@@ -25,6 +25,8 @@ TARGETS = [
     ("ifs_render cuda fractals/s, 512 px", "ifs_render|512", "cuda", "images_per_s", ">=", 50_000),
     ("kcenter_greedy cuda seconds, 157k x 1024 10%", "kcenter_greedy|157000x1024@0.1", "cuda", "median", "<=", 0.3),
     ("kcenter_greedy cuda x torch loop, 157k x 1024", "kcenter_greedy|157000x1024@0.1", "cuda", "xtorch", ">=", 20),
+    ("kcenter_greedy cuda_fp16 seconds, 157k x 1024 10%", "kcenter_greedy|157000x1024@0.1", "cuda_fp16", "median",
+     "<=", 0.3),
     ("patch_aggregate triton x torch, B8", "patch_aggregate|B8@224", "triton", "xtorch", ">=", 2),
     ("patch_aggregate triton x torch, B32", "patch_aggregate|B32@224", "triton", "xtorch", ">=", 2),
     ("serve fast p50 ms, batch 1", "serve|1x224", "fast", "p50_ms", "<=", 1.5),
