@@ -28,12 +28,14 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -165,6 +167,15 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False
     """Write ``text`` to ``path`` atomically, UTF-8, newlines exactly as given."""
     with atomic_open(path, "w", fsync=fsync, makedirs=makedirs) as f:
         f.write(text)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text (``\\n`` line ends): ``header`` then ``rows``; write it with :func:`atomic_write_text`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,

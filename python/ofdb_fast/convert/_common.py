@@ -15,11 +15,9 @@ Conventions (each converter's module docstring adds its own):
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -72,15 +70,6 @@ class ConversionReport:
 def natural_key(name: str) -> list:
     """Sort key that orders digit runs by value (``Part9`` before ``Part10``)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def manifest_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """The ``manifest.csv`` text: ``header`` then ``rows``."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def is_plain_name(name: Any) -> bool:

@@ -60,8 +60,8 @@ from typing import Any
 
 import numpy as np
 
-from .._io import staged_dir
-from ._common import PNG_LEVEL, ConversionReport, check_paths, manifest_text, natural_key
+from .._io import csv_text, staged_dir
+from ._common import PNG_LEVEL, ConversionReport, check_paths, natural_key
 
 KSDD_SIZE = (500, 1240)  # (W, H), the reference's cv2 dsize
 KSDD2_SIZE = (232, 640)  # (W, H), the official KolektorSDD2 input size
@@ -214,7 +214,7 @@ def _write_category(dst: Path, category: str, plan: list[tuple[_Item, str, str |
             rows.append([out_img, out_img.split("/")[0], int(it.defect), str(it.image), str(it.label)])
         for sub in ("train/good", "test/good"):
             (tmp / sub).mkdir(parents=True, exist_ok=True)
-        (tmp / "manifest.csv").write_text(manifest_text(_MANIFEST_HEADER, rows))
+        (tmp / "manifest.csv").write_text(csv_text(_MANIFEST_HEADER, rows))
         (tmp / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 

@@ -86,8 +86,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, ClassVar
 
-from .._io import staged_dir
-from ._common import PNG_LEVEL, ConversionReport, check_paths, is_plain_name, manifest_text, natural_key
+from .._io import csv_text, staged_dir
+from ._common import PNG_LEVEL, ConversionReport, check_paths, is_plain_name, natural_key
 
 DEFAULT_SPLIT_FILE = "split_csv/1cls.csv"
 DEFECT_TYPES = ("bad", "annotation")
@@ -437,7 +437,7 @@ def _convert_category(src: Path, dst: Path, category: str, samples: list[_Sample
         if tmp is not None:
             for sub in ("train/good", "test/good"):
                 (tmp / sub).mkdir(parents=True, exist_ok=True)
-            (tmp / "manifest.csv").write_text(manifest_text(_MANIFEST_HEADER, rows))
+            (tmp / "manifest.csv").write_text(csv_text(_MANIFEST_HEADER, rows))
             (tmp / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 

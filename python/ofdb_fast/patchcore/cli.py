@@ -24,8 +24,6 @@ Outputs are never overwritten without ``--overwrite``; files are written atomica
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -33,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_open, atomic_write_text, prepare_output_dir, refuse_nonempty_dir
+from .._io import atomic_open, atomic_write_text, csv_text, prepare_output_dir, refuse_nonempty_dir
 
 METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
 
@@ -139,14 +137,6 @@ def _prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
 
 def _write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text, makedirs=True)
-
-
-def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def _categories(root: str, wanted: list[str] | None) -> list[str]:
@@ -279,7 +269,7 @@ def run_predict(args: argparse.Namespace) -> int:
                              vmin=float(m.min()), vmax=float(m.max()))
             rows.append([str(p), f"{float(s):.8g}", f"maps/{stem}.npy"])
     seconds = time.perf_counter() - t0
-    _write_text(out / "scores.csv", _csv_text(["path", "score", "map"], rows))
+    _write_text(out / "scores.csv", csv_text(["path", "score", "map"], rows))
     print(f"scored {len(paths)} images in {seconds:.2f} s ({1000 * seconds / max(1, len(paths)):.1f} ms/image) "
           f"-> {out / 'scores.csv'}")
     return 0
@@ -434,8 +424,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cols = list(METRICS) + ["fit_seconds", "ms_per_image"]
     rows = [[name] + [_fmt(r[c]) for c in cols] + [r["n_test"]] for name, r in results.items()]
     rows.append(["mean"] + [_fmt(mean[c]) for c in cols] + [sum(r["n_test"] for r in results.values())])
-    _write_text(out / "results.csv", _csv_text(["category"] + cols + ["n_test"], rows))
-    _write_text(out / "scores.csv", _csv_text(["category", "path", "label", "defect_type", "score"], score_rows))
+    _write_text(out / "results.csv", csv_text(["category"] + cols + ["n_test"], rows))
+    _write_text(out / "scores.csv", csv_text(["category", "path", "label", "defect_type", "score"], score_rows))
     _write_text(out / "curves.json", json.dumps(all_curves) + "\n")
     widths = [max(len(str(x)) for x in col) for col in zip(["category"] + cols + ["n_test"], *rows)]
     for line in [["category"] + cols + ["n_test"]] + rows:
