@@ -216,6 +216,14 @@ class PatchCore:
         self.extractor = _bb.build_extractor(self.config["backbone"], self.config["layers"], weights,
                                              seed=self.config["seed"], state_dict=_backbone_state)
         self.extractor.to(self.device)
+        # ResNets run in channels_last (NHWC): oneDNN and cuDNN pick faster convolutions for it
+        # (CI machine, 2 threads, 224 px: WRN50 layer2+3 batch 8 469 -> 373 ms, ResNet-18 batch 1
+        # 16.7 -> 11.9 ms); the features differ from NCHW only by float32 rounding.
+        self._channels_last = _bb._vit(self.config["backbone"]) is None
+        if self._channels_last:
+            import torch
+
+            self.extractor.to(memory_format=torch.channels_last)
         self.memory_bank = None  # torch [M, D] on self.device after fit/load
         self.layer_banks: list | None = None  # scorer "fewshot": per layer [R_l, C_l] unit rows
         self.feature_grid: tuple[int, int] | None = None  # (h, w) of the fit images' patch grid
@@ -240,6 +248,8 @@ class PatchCore:
         from ..ops.patch_aggregate import patch_aggregate
 
         x = self._as_batch(images)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             feats = self.extractor(x)
         feats = [f.contiguous() for f in feats]
