@@ -193,3 +193,18 @@ def test_cli_bn_adapt(plate, tmp_path, capsys):
                  "--no-sheets", *CLI_SMALL]) == 0
     doc = json.loads((out3 / "metrics.json").read_text())
     assert doc["labels"] == ["good", "ko"] and doc["bn_adapt"]["n_images"] == 6 and doc["n_normal_images"] == 6
+
+
+def test_cli_reads_mvtec_ad2_test_public(plate, tmp_path):
+    """MVTec AD 2 keeps the labelled test set in test_public/ (masks in test_public/ground_truth)."""
+    import shutil
+
+    ad2 = tmp_path / "ad2"
+    shutil.copytree(plate / "train", ad2 / "train")
+    shutil.copytree(plate / "test", ad2 / "test_public")
+    shutil.copytree(plate / "ground_truth", ad2 / "test_public" / "ground_truth")
+    out = tmp_path / "o"
+    assert main(["cluster", "--data", str(ad2), "--out", str(out), "--mode", "mask", "--no-sheets", *CLI_SMALL]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["labels"] == ["contamination", "good", "hole", "missing", "scratch"]  # no "ground_truth" class
+    assert doc["runs"][0]["localisation"]["n_localised"] == 16  # every defect image found its mask

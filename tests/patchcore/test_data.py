@@ -145,6 +145,42 @@ def test_btad_layout_ok_folders_are_normal(tmp_path):
     assert ds[0]["mask"].sum() > 0 and ds[2]["mask"].sum() == 0
 
 
+def _mvtec_ad2_category(root, name="can"):
+    """MVTec AD 2: train/good, validation/good, test_public/{good,bad} with the masks inside
+    test_public/ground_truth/bad, and unlabelled test_private*."""
+    cat = root / name
+    for i in range(3):
+        _img(cat / "train" / "good" / f"{i:03d}_regular.png", seed=i)
+    _img(cat / "validation" / "good" / "000_regular.png", seed=5)
+    _img(cat / "test_public" / "good" / "000_overexposed.png", seed=10)
+    for i in range(2):
+        _img(cat / "test_public" / "bad" / f"{i:03d}_regular.png", seed=20 + i)
+        _mask(cat / "test_public" / "ground_truth" / "bad" / f"{i:03d}_regular_mask.png")
+    _img(cat / "test_private" / "000_regular.png", seed=30)
+    _img(cat / "test_private_mixed" / "000_shift_1.png", seed=31)
+    return cat
+
+
+def test_mvtec_ad2_layout_reads_test_public(tmp_path):
+    cat = _mvtec_ad2_category(tmp_path)
+    assert D.list_categories(tmp_path) == [str(cat)]
+    assert len(D.list_samples(cat, "train")) == 3  # validation/good is not training data
+    test = D.list_samples(cat, "test")
+    assert [(s.defect_type, s.label) for s in test] == [("bad", 1), ("bad", 1), ("good", 0)]  # no "ground_truth" type
+    assert [s.mask_path.split("test_public/")[1] for s in test if s.label] == [
+        "ground_truth/bad/000_regular_mask.png", "ground_truth/bad/001_regular_mask.png"]
+    assert not any("test_private" in s.path for s in test)
+    ds = D.MVTecDataset(cat, "test", PRE)
+    assert ds[0]["mask"].sum() > 0 and ds[2]["mask"].sum() == 0
+    (cat / "test_public" / "ground_truth" / "bad" / "001_regular_mask.png").unlink()
+    with pytest.raises(FileNotFoundError, match="test_public/ground_truth/bad/001_regular_mask.png"):
+        D.list_samples(cat, "test")
+    # an MVTec AD 1 category with its own test/ keeps using it, whatever else is there
+    plain = _category(tmp_path / "other")
+    (plain / "test_public" / "bad").mkdir(parents=True)
+    assert len(D.list_samples(plain, "test")) == 5
+
+
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_good_and_ok_together_is_ambiguous(tmp_path, split):
     cat = _category(tmp_path)

@@ -123,9 +123,10 @@ def run(args: argparse.Namespace) -> int:
 
     k = _n_clusters(args.n_clusters)
     data = Path(args.data)
-    if not (data / "test").is_dir():
+    from ..patchcore.data import normal_dir, test_dir
+
+    if not test_dir(data).is_dir():
         raise OSError(f"--data {data} must be a category directory with test/<type>/ folders (MVTec layout)")
-    from ..patchcore.data import normal_dir
 
     for needs, flag in (("supervised" in args.mode, "--mode supervised"), (args.bn_adapt, "--bn-adapt")):
         if needs and normal_dir(data, "train") is None:

@@ -6,6 +6,11 @@ Layout (also MPDD, BTAD, converted KolektorSDD)::
     <root>/<category>/test/<type>/*.<ext>              type "good" = normal, anything else = defect
     <root>/<category>/ground_truth/<type>/<stem>_mask.<ext>   (or <stem>.<ext>, as BTAD)
 
+MVTec AD 2 keeps its labelled test set in ``test_public/`` (``good``, ``bad``) with the masks
+inside it (``test_public/ground_truth/bad/<stem>_mask.png``): a category without ``test/`` but
+with ``test_public/`` is read that way (``validation/good`` and the unlabelled
+``test_private*`` folders are not used).
+
 BTAD names its normal folders ``ok`` (``train/ok``, ``test/ok``; defects in ``test/ko`` with
 masks ``ground_truth/ko/<stem>.png``): ``ok`` is read as ``good`` (the samples' ``defect_type``
 is ``"good"``), unless the category also has a ``good`` folder in the same split, which is
@@ -84,8 +89,24 @@ def _images(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _is_image(p))
 
 
+TEST_PUBLIC = "test_public"  # MVTec AD 2's labelled test split
+
+
+def _test_dirs(category_dir: Path) -> tuple[Path, Path]:
+    """``(test dir, ground-truth root)``: ``test/`` + ``ground_truth/``, or MVTec AD 2's
+    ``test_public/`` + ``test_public/ground_truth/`` when there is no ``test/``."""
+    if not (category_dir / "test").is_dir() and (category_dir / TEST_PUBLIC).is_dir():
+        return category_dir / TEST_PUBLIC, category_dir / TEST_PUBLIC / "ground_truth"
+    return category_dir / "test", category_dir / "ground_truth"
+
+
+def test_dir(category_dir: str | os.PathLike) -> Path:
+    """The labelled test split of a category: ``test/``, or MVTec AD 2's ``test_public/``."""
+    return _test_dirs(Path(category_dir))[0]
+
+
 def _is_category(d: Path) -> bool:
-    return (d / "train").is_dir() and (d / "test").is_dir()
+    return (d / "train").is_dir() and _test_dirs(d)[0].is_dir()
 
 
 def list_categories(root: str | os.PathLike) -> list[str]:
@@ -128,7 +149,8 @@ def normal_dir(category_dir: str | os.PathLike, split: str) -> Path | None:
     Raises:
         ValueError: both exist (which one holds the normal images is ambiguous).
     """
-    found = [Path(category_dir) / split / name for name in NORMAL_FOLDERS]
+    split_dir = _test_dirs(Path(category_dir))[0] if split == "test" else Path(category_dir) / split
+    found = [split_dir / name for name in NORMAL_FOLDERS]
     found = [d for d in found if d.is_dir()]
     if len(found) > 1:
         raise ValueError(f"ambiguous layout: both {found[0]} and {found[1]} exist; normal images must be in "
@@ -156,7 +178,7 @@ def list_samples(category_dir: str | os.PathLike, split: str, *, require_masks: 
     cat = Path(category_dir)
     if not cat.is_dir():
         raise FileNotFoundError(f"category directory {cat} does not exist")
-    split_dir = cat / split
+    split_dir, gt_root = _test_dirs(cat) if split == "test" else (cat / split, None)
     if split == "train":
         good = normal_dir(cat, "train")
         if good is None:
@@ -170,16 +192,17 @@ def list_samples(category_dir: str | os.PathLike, split: str, *, require_masks: 
         raise ValueError(f"malformed MVTec layout: {split_dir} must be a directory of test/<type>/ folders")
     normal_dir(cat, "test")  # refuses test/good beside test/ok
     samples = []
-    for type_dir in sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    for type_dir in sorted(d for d in split_dir.iterdir()
+                           if d.is_dir() and not d.name.startswith(".") and d != gt_root):
         for p in _images(type_dir):
             if type_dir.name in NORMAL_FOLDERS:
                 samples.append(Sample(str(p), 0, GOOD, None, cat.name))
                 continue
-            mask = _find_mask(cat / "ground_truth" / type_dir.name, p.stem)
+            mask = _find_mask(gt_root / type_dir.name, p.stem)
             if mask is None and require_masks:
                 raise FileNotFoundError(
                     f"mask for defect image {p} not found: expected "
-                    f"{cat / 'ground_truth' / type_dir.name / (p.stem + '_mask.png')} (use --no-masks to skip "
+                    f"{gt_root / type_dir.name / (p.stem + '_mask.png')} (use --no-masks to skip "
                     f"pixel metrics)")
             samples.append(Sample(str(p), 1, type_dir.name, None if mask is None else str(mask), cat.name))
     if not samples:
