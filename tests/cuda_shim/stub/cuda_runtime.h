@@ -1,0 +1,1 @@
+// Empty: the shim (../fakecuda.h) provides what the kernels use.
