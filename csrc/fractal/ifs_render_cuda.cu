@@ -7,6 +7,9 @@
 //   2. chain_raster_kernel: one thread per image replays the chain (the counter RNG makes the
 //      replay exact; no 100k-point buffer per image) and atomicAdds its hits (and patch splats)
 //      into the int32 counts [B, H, W] in global memory.
+//      Both chains run in groups of kUnroll steps whose draws (RNG, map choice, coefficients)
+//      come first, so a thread overlaps them (run_chain). Throughput therefore wants thousands of
+//      images per call: one thread per image is the only parallelism across chains.
 //   3. (rgb) max_count_kernel: per-image maximum by atomicMax; finish_kernel: one thread per
 //      output pixel; each block builds the image's 256-entry HSV table in shared memory, the
 //      pixel colour is a pure function of the counts (flips, hue), and the blur recomputes the
@@ -42,18 +45,56 @@ __device__ void load_image(const RenderParams& p, const double* systems, const i
                  p.has_probs ? probs + b * K : nullptr, sys, cum);
 }
 
-// One chain step: returns false at a non-finite point.
-__device__ __forceinline__ bool step(const double* sys, const double* cum, int K, uint64_t key, int64_t i,
-                                     double& x, double& y) {
-  const double r = rng::u01(key, static_cast<uint64_t>(i));
-  int k = 0;
-  for (int j = 0; j + 1 < K; ++j) k += cum[j] <= r;
-  const double* s = sys + 6 * k;
-  const double nx = dadd(dadd(dmul(s[0], x), dmul(s[1], y)), s[2]);
-  const double ny = dadd(dadd(dmul(s[3], x), dmul(s[4], y)), s[5]);
+// The chain in groups of kUnroll steps. A step's map choice (counter RNG, cumulative search) and
+// its map's six coefficients do not depend on the chain's point, only the two multiply-adds do,
+// so each group first draws all of its steps in straight-line code (the kUnroll RNG hashes side
+// by side, one pass over the cumulative table for all of them, then the coefficient loads:
+// independent work the GPU overlaps), then applies them in order. One thread runs one image's
+// whole chain, so this instruction-level overlap is the only parallelism inside it. Every step
+// performs exactly the comparisons and arithmetic of the C++ backend's step, in the same order:
+// the points are bit-identical.
+constexpr int kUnroll = 4;
+
+// Applies one map (six coefficients): returns false at a non-finite point.
+__device__ __forceinline__ bool apply(const double* c, double& x, double& y) {
+  const double nx = dadd(dadd(dmul(c[0], x), dmul(c[1], y)), c[2]);
+  const double ny = dadd(dadd(dmul(c[3], x), dmul(c[4], y)), c[5]);
   x = nx;
   y = ny;
   return finite(nx) && finite(ny);
+}
+
+// Runs steps 0 .. n-1 from (x, y), calling visit(i, ok, x, y) after each (ok: the point is
+// finite); visit returns false to stop.
+template <class Visit>
+__device__ __forceinline__ void run_chain(const double* sys, const double* cum, int K, uint64_t key, int64_t n,
+                                          double x, double y, Visit visit) {
+  for (int64_t i0 = 0; i0 < n; i0 += kUnroll) {
+    double r[kUnroll];
+    int k[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {  // steps past n are drawn and not used
+      r[u] = rng::u01(key, static_cast<uint64_t>(i0 + u));
+      k[u] = 0;
+    }
+    for (int j = 0; j + 1 < K; ++j) {
+      const double cj = cum[j];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) k[u] += cj <= r[u];
+    }
+    double c[kUnroll][6];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int e = 0; e < 6; ++e) c[u][e] = sys[6 * k[u] + e];
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (i0 + u >= n) return;
+      const bool ok = apply(c[u], x, y);
+      if (!visit(i0 + u, ok, x, y)) return;
+    }
+  }
 }
 
 __global__ void chain_box_kernel(RenderParams p, const double* systems, const int64_t* n_maps,
@@ -68,16 +109,17 @@ __global__ void chain_box_kernel(RenderParams p, const double* systems, const in
   fixed_point(sys, &x, &y);
   double box[4] = {INFINITY, INFINITY, -INFINITY, -INFINITY};
   int64_t n_kept = p.n_points;
-  for (int64_t i = 0; i < p.n_points; ++i) {
-    if (!step(sys, cum, p.n_max_maps, key, i, x, y)) {
+  run_chain(sys, cum, p.n_max_maps, key, p.n_points, x, y, [&](int64_t i, bool ok, double px, double py) {
+    if (!ok) {
       n_kept = i;
-      break;
+      return false;
     }
-    box[0] = x < box[0] ? x : box[0];
-    box[1] = y < box[1] ? y : box[1];
-    box[2] = x > box[2] ? x : box[2];
-    box[3] = y > box[3] ? y : box[3];
-  }
+    box[0] = px < box[0] ? px : box[0];
+    box[1] = py < box[1] ? py : box[1];
+    box[2] = px > box[2] ? px : box[2];
+    box[3] = py > box[3] ? py : box[3];
+    return true;
+  });
   if (n_kept == 0) box[0] = box[1] = box[2] = box[3] = 0.0;
   apply_window(p, rng::stream_key(p.seed, rng::kStreamAugment, id), box);
   State& st = states[b];
@@ -108,22 +150,22 @@ __global__ void chain_raster_kernel(RenderParams p, const double* systems, const
   int32_t* hist = counts + b * static_cast<int64_t>(H) * W;
   double x, y;
   fixed_point(sys, &x, &y);
-  for (int64_t i = 0; i < st.n_kept; ++i) {
-    step(sys, cum, p.n_max_maps, key, i, x, y);
-    const double fr = dmul(dsub(x, st.box[0]), st.scl[0]);
-    const double fc = dmul(dsub(y, st.box[1]), st.scl[1]);
-    if (!(fr > -1.0 && fr < fH && fc > -1.0 && fc < fW)) continue;
+  run_chain(sys, cum, p.n_max_maps, key, st.n_kept, x, y, [&](int64_t, bool, double px, double py) {
+    const double fr = dmul(dsub(px, st.box[0]), st.scl[0]);
+    const double fc = dmul(dsub(py, st.box[1]), st.scl[1]);
+    if (!(fr > -1.0 && fr < fH && fc > -1.0 && fc < fW)) return true;
     const int r = static_cast<int>(fr), c = static_cast<int>(fc);
     if (!p.patch) {
       atomicAdd(hist + static_cast<int64_t>(r) * W + c, 1);
-      continue;
+      return true;
     }
     for (int j = 0; j < 9; ++j) {
       if (!((mask >> j) & 1u)) continue;
       const int rr = r + j / 3 - 1, cc = c + j % 3 - 1;
       if (rr >= 0 && rr < H && cc >= 0 && cc < W) atomicAdd(hist + static_cast<int64_t>(rr) * W + cc, 1);
     }
-  }
+    return true;
+  });
 }
 
 // grid (<= 64 blocks, images b0 .. b0 + gridDim.y - 1).
