@@ -308,15 +308,14 @@ class IfsSource(Source):
         yield them in order: the same images as one call per batch."""
         import torch
 
-        pending = iter(index_lists)
         group: list = []
-        for idx in pending:
+        n = 0
+        for idx in index_lists:
             group.append(idx)
-            n = sum(int(g.numel()) for g in group)
-            if n < self.ahead:
-                continue
-            yield from self._render_group(group, device, torch)
-            group = []
+            n += int(idx.numel())
+            if n >= self.ahead:
+                yield from self._render_group(group, device, torch)
+                group, n = [], 0
         if group:
             yield from self._render_group(group, device, torch)
 
