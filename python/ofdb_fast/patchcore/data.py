@@ -144,12 +144,13 @@ def _find_mask(gt_dir: Path, stem: str) -> Path | None:
 
 
 def normal_dir(category_dir: str | os.PathLike, split: str) -> Path | None:
-    """``<category>/<split>/good``, or BTAD's ``<split>/ok``; None if neither exists.
+    """``<category>/<split>/good``, or BTAD's ``<split>/ok``; None if neither exists (the test
+    split is :func:`test_dir`'s).
 
     Raises:
         ValueError: both exist (which one holds the normal images is ambiguous).
     """
-    split_dir = _test_dirs(Path(category_dir))[0] if split == "test" else Path(category_dir) / split
+    split_dir = test_dir(category_dir) if split == "test" else Path(category_dir) / split
     found = [split_dir / name for name in NORMAL_FOLDERS]
     found = [d for d in found if d.is_dir()]
     if len(found) > 1:
