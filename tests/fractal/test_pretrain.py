@@ -157,6 +157,11 @@ def test_on_the_fly_renders_ahead_in_few_calls(tmp_path):
         assert xa.shape[0] == len(i) and torch.equal(xa, xb) and torch.equal(ya, yb)
         assert torch.equal(ya, base.labels[i])
     assert IfsSource.from_generate_options(opts, "cpu").ahead == 256  # cpu default: the resident chunk
+    from ofdb_fast.fractal.sources import default_ahead
+
+    assert default_ahead("cuda", 512, 256) == 4096  # 4096 * 512^2 * 7 bytes = 7 GiB
+    assert default_ahead("cuda", 1024, 256) == 1170  # capped by 8 GiB
+    assert default_ahead("cuda", 4096, 256) == 256 and default_ahead("cpu", 512, 64) == 64
     with pytest.raises(ValueError, match="ahead must be an int >= 1, got 0"):
         IfsSource(base.systems, base.n_maps, base.rows, np.arange(12), size=24, seed=5, ahead=0)
 

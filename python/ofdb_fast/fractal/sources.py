@@ -212,6 +212,20 @@ def default_render_fn(device) -> RenderFn:
     return render
 
 
+AHEAD_MAX_IMAGES = 4096
+AHEAD_MAX_BYTES = 8 << 30  # RGB output + int32 counts of one on-the-fly render call
+
+
+def default_ahead(device_type: str, size: int, chunk: int) -> int:
+    """Images per on-the-fly render call: on CUDA as many as fit ``AHEAD_MAX_BYTES`` (7 bytes a
+    pixel: RGB + counts), at most 4,096 (a call costs about the same for 64 or 4,096 images: one
+    GPU thread per chaos game, so per-batch calls would leave the GPU idle ~25 ms a batch) and at
+    least ``chunk``; elsewhere ``chunk``."""
+    if device_type != "cuda":
+        return chunk
+    return max(chunk, min(AHEAD_MAX_IMAGES, AHEAD_MAX_BYTES // (7 * size * size)))
+
+
 class IfsSource(Source):
     """Images rendered in memory from IFS systems, exactly as ``ofdb-fast generate`` renders them.
 
@@ -226,10 +240,8 @@ class IfsSource(Source):
             (default :func:`default_render_fn`).
         chunk: images per render call when building a resident copy.
         ahead: most images rendered per call on the fly (:meth:`batches` renders the next whole
-            batches up to this many at once, then hands them out one by one). Default: 4,096 on
-            CUDA, where a call costs about the same for 64 or 4,096 images (one GPU thread per
-            chaos game; per-batch calls would leave the GPU idle for ~25 ms a batch), and
-            ``chunk`` elsewhere. The images do not depend on it (each depends only on its id).
+            batches up to this many at once, then hands them out one by one). Default:
+            :func:`default_ahead`. The images do not depend on it (each depends only on its id).
     """
 
     def __init__(self, systems, n_maps, rows, folder_labels, *, size: int, seed: int, config=None, device="cpu",
@@ -245,7 +257,7 @@ class IfsSource(Source):
         self.render_fn = render_fn or default_render_fn(self.device)
         self.size, self.seed, self.config, self.chunk = size, seed, config, chunk
         if ahead is None:
-            ahead = 4096 if self.device.type == "cuda" else chunk
+            ahead = default_ahead(self.device.type, size, chunk)
         if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 1:
             raise ValueError(f"ahead must be an int >= 1, got {ahead!r}")
         self.ahead = ahead
