@@ -1,19 +1,32 @@
-// Minimal CUDA-on-CPU shim for tests (tests/ops/test_cuda_shim.py): runs a kernel's blocks one
-// after another, each block's threads as std::threads with real barriers (__syncthreads) and
-// per-warp barriers (shuffles), so kernel source compiles and runs unchanged as C++20. It checks
-// a kernel's logic (indexing, ties, barriers, early exits), not its speed or the GPU's rounding
-// of operations the kernels do not pin (they use explicitly rounded intrinsics where it matters).
+// Minimal CUDA-on-CPU shim for tests (tests/ops/test_cuda_shim.py): kernel source compiles and
+// runs unchanged as C++20. A launch runs its blocks one after another; a block's threads are
+// cooperative fibers on the calling OS thread, each with its own stack, switched only at barriers:
+// __syncthreads is a real block barrier, a shuffle a real warp barrier. The switch is a few
+// instructions of assembly on x86-64 (a reduction over a warp is ~10 switches per lane, so the
+// ~0.3 us of ucontext's signal-mask system calls would dominate); ucontext elsewhere. So it checks a
+// kernel's logic (indexing, ties, barriers, early exits, shared-memory hand-offs), not its speed
+// or the GPU's rounding of operations the kernels do not pin (they use explicitly rounded
+// intrinsics where it matters).
+//
+// Each barrier phase runs the live threads in a fixed order: ascending thread index, or
+// descending with FAKECUDA_REVERSE=1 in the environment. A kernel that reads shared memory another
+// thread writes without a barrier between them gets a stale value under one of the two orders, so
+// the tests run both. A barrier that not every thread reaches is reported as a deadlock (abort)
+// instead of hanging.
 #pragma once
-#include <atomic>
-#include <barrier>
+#include <sys/mman.h>
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <memory>
-#include <thread>
 #include <vector>
-#include <algorithm>
 
 #define __global__
 #define __device__
@@ -28,46 +41,172 @@ struct dim3 {
 };
 struct float2 { float x, y; };
 
-inline thread_local dim3 threadIdx, blockIdx;
-inline dim3 blockDim, gridDim;
+// Set by the scheduler before it switches to a thread (one OS thread runs them all).
+inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace fake {
-inline std::barrier<>* block_barrier = nullptr;
-inline std::vector<std::unique_ptr<std::barrier<>>>* warp_barriers = nullptr;
-inline std::vector<uint64_t>* exchange = nullptr;  // one 8-byte slot per thread
-inline thread_local int tid_linear = 0;
+constexpr size_t kStackBytes = 256 * 1024;
+
+struct Barrier {
+  int expected = 0, count = 0;
+  unsigned generation = 0;
+};
+#if defined(__x86_64__)
+// switch_stack(&from_sp, to_sp): saves the callee-saved registers on the current stack, stores its
+// pointer in *from_sp, loads to_sp and restores the registers saved there (System V ABI).
+extern "C" void fakecuda_switch_stack(void** from_sp, void* to_sp);
+asm(R"(
+  .text
+  .globl fakecuda_switch_stack
+  .type fakecuda_switch_stack, @function
+fakecuda_switch_stack:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size fakecuda_switch_stack, .-fakecuda_switch_stack
+  .section .note.GNU-stack, "", @progbits
+  .text
+)");
+struct Context {
+  void* sp = nullptr;
+};
+#else
+using Context = ucontext_t;
+#endif
+
+struct Fiber {
+  Context context;
+  void* stack = nullptr;
+  bool done = false;
+};
+
+inline Context scheduler;
+inline std::vector<Fiber> fibers;  // stacks kept from launch to launch
+inline Barrier block_barrier;
+inline std::vector<Barrier> warp_barriers;
+inline std::vector<uint64_t> exchange;  // one 8-byte slot per thread (shuffles)
+inline int tid_linear = 0;               // the running thread
+inline bool progress = false;            // some thread arrived at a barrier or finished this round
+inline std::function<void()> body;       // the kernel call of the current launch
+
+inline void switch_to(Context& from, Context& to) {
+#if defined(__x86_64__)
+  fakecuda_switch_stack(&from.sp, to.sp);
+#else
+  swapcontext(&from, &to);
+#endif
+}
+
+inline void yield() { switch_to(fibers[tid_linear].context, scheduler); }
+
+inline void arrive_and_wait(Barrier& b) {
+  progress = true;
+  const unsigned generation = b.generation;
+  if (++b.count == b.expected) {
+    b.count = 0;
+    ++b.generation;
+    return;
+  }
+  while (b.generation == generation) yield();
+}
+
+inline void fiber_main() {
+  body();
+  fibers[tid_linear].done = true;
+  progress = true;
+#if defined(__x86_64__)
+  switch_to(fibers[tid_linear].context, scheduler);  // never resumed
+  std::abort();
+#endif
+}  // (ucontext: returns to `scheduler` through uc_link)
+
+// A fresh fiber whose first switch-in starts fiber_main on its own stack.
+inline void start_fiber(Fiber& f) {
+  f.done = false;
+#if defined(__x86_64__)
+  // From the top: fiber_main's return-address slot (unused: it never returns), fiber_main's address
+  // (popped by the switch's ret, 16-byte aligned so fiber_main starts as if called), six registers.
+  uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackBytes - 64) & ~uintptr_t{15};
+  void** slot = reinterpret_cast<void**>(top);
+  slot[1] = nullptr;
+  slot[0] = reinterpret_cast<void*>(&fiber_main);
+  for (int r = 1; r <= 6; ++r) slot[-r] = nullptr;
+  f.context.sp = slot - 6;
+#else
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack;
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = &scheduler;
+  makecontext(&f.context, fiber_main, 0);
+#endif
+}
+
+inline bool reverse_order() {
+  const char* v = std::getenv("FAKECUDA_REVERSE");
+  return v != nullptr && v[0] != '\0' && v[0] != '0';
+}
 
 template <class K, class... A>
 void launch(K kernel, dim3 grid, dim3 block, A... args) {
   gridDim = grid;
   blockDim = block;
-  const int nt = block.x * block.y * block.z;
+  const int nt = static_cast<int>(block.x * block.y * block.z);
+  if (nt < 1 || nt > 1024) {
+    std::fprintf(stderr, "fakecuda: %d threads per block (1..1024)\n", nt);
+    std::abort();
+  }
+  while (static_cast<int>(fibers.size()) < nt) {
+    Fiber f;
+    f.stack = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (f.stack == MAP_FAILED) {
+      std::perror("fakecuda: mmap");
+      std::abort();
+    }
+    fibers.push_back(f);
+  }
+  const bool reverse = reverse_order();
+  body = [=]() { kernel(args...); };
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
-        std::barrier<> bb(nt);
-        std::vector<std::unique_ptr<std::barrier<>>> wb;
-        for (int w = 0; w < (nt + 31) / 32; ++w) wb.emplace_back(new std::barrier<>(std::min(32, nt - 32 * w)));
-        std::vector<uint64_t> ex(nt);
-        block_barrier = &bb;
-        warp_barriers = &wb;
-        exchange = &ex;
-        std::vector<std::thread> th;
-        th.reserve(nt);
-        for (int t = 0; t < nt; ++t) {
-          th.emplace_back([=]() {
-            threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-            blockIdx = dim3(bx, by, bz);
+        blockIdx = dim3(bx, by, bz);
+        block_barrier = Barrier{nt, 0, 0};
+        warp_barriers.assign((nt + 31) / 32, Barrier{});
+        for (int w = 0; w < (nt + 31) / 32; ++w) warp_barriers[w].expected = std::min(32, nt - 32 * w);
+        exchange.assign(nt, 0);
+        for (int t = 0; t < nt; ++t) start_fiber(fibers[t]);
+        int live = nt;
+        while (live > 0) {
+          progress = false;
+          for (int k = 0; k < nt; ++k) {
+            const int t = reverse ? nt - 1 - k : k;
+            if (fibers[t].done) continue;
             tid_linear = t;
-            kernel(args...);
-          });
+            threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+            switch_to(scheduler, fibers[t].context);
+            if (fibers[t].done) --live;
+          }
+          if (live > 0 && !progress) {
+            std::fprintf(stderr, "fakecuda: deadlock in block (%u, %u, %u): %d of %d threads wait at a barrier "
+                         "the others never reach\n", bx, by, bz, live, nt);
+            std::abort();
+          }
         }
-        for (auto& x : th) x.join();
       }
+  body = nullptr;
 }
-
-template <class T>
-T shfl(T v, int src_lane_fn(int lane, int arg), int arg) = delete;
 
 template <class T>
 T warp_exchange(T v, int src_lane) {
@@ -75,17 +214,17 @@ T warp_exchange(T v, int src_lane) {
   const int t = tid_linear, w = t / 32;
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
-  (*exchange)[t] = bits;
-  (*warp_barriers)[w]->arrive_and_wait();
+  exchange[t] = bits;
+  arrive_and_wait(warp_barriers[w]);
   T out;
-  const uint64_t got = (*exchange)[w * 32 + src_lane];
+  const uint64_t got = exchange[w * 32 + src_lane];
   std::memcpy(&out, &got, sizeof(T));
-  (*warp_barriers)[w]->arrive_and_wait();
+  arrive_and_wait(warp_barriers[w]);
   return out;
 }
 }  // namespace fake
 
-inline void __syncthreads() { fake::block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { fake::arrive_and_wait(fake::block_barrier); }
 template <class T>
 T __shfl_xor_sync(unsigned, T v, int off) {
   const int lane = fake::tid_linear % 32;
@@ -96,10 +235,15 @@ T __shfl_down_sync(unsigned, T v, int off) {
   const int lane = fake::tid_linear % 32;
   return fake::warp_exchange(v, lane + off < 32 ? lane + off : lane);
 }
-inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+// Threads never run at the same time here, so plain read-modify-writes are atomic.
+inline int atomicAdd(int* p, int v) {
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
 inline int atomicMax(int* p, int v) {
-  int old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
-  while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  const int old = *p;
+  if (old < v) *p = v;
   return old;
 }
 using std::max;

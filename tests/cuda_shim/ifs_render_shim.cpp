@@ -1,5 +1,5 @@
-// ifs_render's CUDA kernels run on the CPU (tests/ops/test_cuda_shim.py builds and runs this):
-// fakecuda.h executes each block's threads as std::threads with real block and warp barriers, and
+// ifs_render's CUDA kernels run on the CPU (tests/ops/_cuda_shim.py builds this, test_cuda_shim.py runs it):
+// fakecuda.h runs each block's threads as fibers with real block and warp barriers, and
 // render_fake() mirrors the launch sequence of ifs_render_cuda's host function on host memory.
 // Every config compares the RGB images and the int32 counts with ifs_render_cpu bit for bit
 // (including chains that overflow to inf part-way through a group of steps). Prints one line per

@@ -9,12 +9,19 @@ from ofdb_fast.ops.kcenter_greedy import kcenter_greedy
 from ofdb_fast.reference import kcenter_greedy as ref
 from ofdb_fast.testing import backend_params
 
+import _cuda_shim
+
+# "cuda_shim*": kcenter_greedy_cuda's source run on the CPU (see _cuda_shim.py), for the tests of
+# the kernels' results; the op's argument handling is tested on the real backends only.
+SHIM = _cuda_shim.backend_params(*_cuda_shim.BACKENDS)
 ALL = backend_params("numpy", "torch", "cpu", "cuda")
 COMPILED = backend_params("torch", "cpu", "cuda")
 
 
 def run(x, backend, **kwargs):
     """Call the op with ``x`` placed where ``backend`` wants it; return NumPy results."""
+    if backend in _cuda_shim.BACKENDS:
+        return _cuda_shim.kcenter_greedy(x, backend=backend, **kwargs)
     if backend == "cuda":
         import torch
 
@@ -90,7 +97,7 @@ def test_exact_initial_score_matches_identity(rng):
 
 
 # ---------------------------------------------------------------- every backend vs numpy
-@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("backend", COMPILED + SHIM)
 @pytest.mark.parametrize(
     "n,dim,proj_dim,method",
     [
@@ -111,7 +118,7 @@ def test_indices_match_numpy_on_separated_data(backend, n, dim, proj_dim, method
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("backend", COMPILED + SHIM)
 @pytest.mark.parametrize("method", ["approx", "exact"])
 def test_radius_matches_numpy_on_random_data(backend, method, rng):
     x = rng.standard_normal((400, 50)).astype(np.float32)
@@ -122,7 +129,7 @@ def test_radius_matches_numpy_on_random_data(backend, method, rng):
 
 
 # ---------------------------------------------------------------- ties and edge cases
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 def test_duplicates_lowest_index_wins(backend):
     # Exact distances in float32 too: row norms all sqrt(50) -> 0; then (0, 0, 5, 5) -> 2;
     # then everything is covered (radius 0) and the lowest index, 0, wins again.
@@ -132,7 +139,7 @@ def test_duplicates_lowest_index_wins(backend):
     np.testing.assert_array_equal(rad, [5.0, 0.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("backend", backend_params("cpu", "cuda"))
+@pytest.mark.parametrize("backend", backend_params("cpu", "cuda") + SHIM)
 def test_ties_across_thread_blocks(backend):
     # 9000 rows: the cpu loop splits them over OpenMP threads. Rows 100 and 8000 are equal and far,
     # the rest are 0: exact picks 100 (tie with 8000, lowest wins), then row 0 (all zeros tie at 10),
@@ -144,7 +151,7 @@ def test_ties_across_thread_blocks(backend):
     np.testing.assert_array_equal(rad, [10.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 def test_all_equal_points(backend):
     x = np.full((7, 5), 3.0, dtype=np.float32)
     idx, rad = run(x, backend, n_select=3, proj_dim=None, return_radius=True)
@@ -161,7 +168,7 @@ def test_all_equal_points(backend):
         np.testing.assert_array_equal(rad, [0.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 def test_n_select_zero_one_all(backend, rng):
     x = blobs(rng, 37, 53, n_blobs=37)
     empty = run(x, backend, n_select=0)
@@ -173,7 +180,7 @@ def test_n_select_zero_one_all(backend, rng):
     assert rad[-1] == 0.0 and np.all(rad[:-1] > 0)
 
 
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 def test_single_point(backend):
     x = np.array([[1.5, -2.0, 3.0]], dtype=np.float32)
     idx, rad = run(x, backend, n_select=1, return_radius=True)
@@ -196,7 +203,7 @@ def test_empty_input_with_zero_select(backend):
 
 
 # ---------------------------------------------------------------- invariants (no oracle)
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 @pytest.mark.parametrize("method", ["approx", "exact"])
 def test_invariants(backend, method, rng):
     x = rng.standard_normal((300, 24)).astype(np.float32)
@@ -212,7 +219,7 @@ def test_invariants(backend, method, rng):
 
 
 # ---------------------------------------------------------------- determinism, layout, dtypes
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 def test_deterministic_by_seed(backend, rng):
     x = rng.standard_normal((120, 40)).astype(np.float32)
     a = run(x, backend, n_select=20, seed=11)
@@ -233,14 +240,14 @@ def test_non_contiguous_input(backend, rng):
     )
 
 
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 def test_float64_input(backend, rng):
     x = blobs(rng, 150, 45).astype(np.float64)
     want = ref.kcenter_greedy(x, n_select=25, method="exact", seed=4)
     np.testing.assert_array_equal(run(x, backend, n_select=25, method="exact", seed=4), want)
 
 
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", ALL + SHIM)
 def test_huge_values(backend, rng):
     # 1e15 * blobs: squared distances ~1e33 still fit in float32.
     x = blobs(rng, 80, 10) * np.float32(1e15)

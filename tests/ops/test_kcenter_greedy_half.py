@@ -1,11 +1,13 @@
 """kcenter_greedy cuda backend with proj_dtype="float16" (projected rows stored as float16).
 
-Only the argument checks run without a GPU. float16 keeps 11 significant bits: projected values
+Without a GPU the argument checks run, and the kernels' source through the CUDA shim (backends
+"cuda_shim*", see _cuda_shim.py; it rounds to float16 as the GPU does, but its float32 sums do not
+fuse multiply-adds). float16 keeps 11 significant bits: projected values
 of ~30 move by up to ~8e-3, distances by ~1e-2 absolute, while a blob's farthest rows (and, late
 in the loop, the farthest blobs) are often closer than that to each other, so float16 may swap
 near-tied picks even on well-separated blobs; a swap delays a drop of the covering radius by one
 step, after which the trajectories agree again or continue as another, equally good, greedy
-sequence. Checked on the GPU: on separated blobs, the float32 path's indices equal the NumPy
+sequence. The tests require: on separated blobs, the float32 path's indices equal the NumPy
 reference's, the float16 path's first picks take one row of every blob and its radius trajectory
 follows the float32 one within 5e-2 relative up to one step of lag; on random data, within 1e-2
 up to one step of lag; and a 1M-patch run fits in memory.
@@ -24,6 +26,11 @@ import pytest
 
 from ofdb_fast.ops.kcenter_greedy import kcenter_greedy
 from ofdb_fast.reference import kcenter_greedy as ref
+from ofdb_fast.testing import backend_params
+
+import _cuda_shim
+
+CUDA_AND_SHIM = backend_params("cuda") + _cuda_shim.backend_params(*_cuda_shim.BACKENDS)
 
 
 def _blobs(rng, n, dim, n_blobs=12, spread=50.0, noise=1.0):
@@ -43,7 +50,9 @@ def _assert_radius_follows(rad16, rad32, rtol):
     assert bad.size == 0, f"steps {bad[:10]}: float16 {rad16[bad[:10]]}, float32 {rad32[bad[:10]]}"
 
 
-def _cuda(x, **kwargs):
+def _cuda(x, backend="cuda", **kwargs):
+    if backend in _cuda_shim.BACKENDS:
+        return _cuda_shim.kcenter_greedy(x, backend=backend, **kwargs)
     import torch
 
     out = kcenter_greedy(torch.from_numpy(np.ascontiguousarray(x)).cuda(), backend="cuda", **kwargs)
@@ -69,16 +78,16 @@ def test_half_projection_range_checked():
         kcenter_greedy(x, n_select=2, proj_dim=16, proj_dtype="float16", backend="cuda")
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("backend", CUDA_AND_SHIM)
 @pytest.mark.parametrize(
     "n,dim,proj_dim,method",
     [(3000, 300, 128, "approx"), (2000, 150, 128, "exact"), (1500, 40, 33, "approx")],  # 33: odd width
 )
-def test_half_on_separated_data(n, dim, proj_dim, method, rng):
+def test_half_on_separated_data(backend, n, dim, proj_dim, method, rng):
     x, labels = _blobs(rng, n, dim)
     want = ref.kcenter_greedy(x, n_select=40, method=method, proj_dim=proj_dim, seed=5)
-    got32, rad32 = _cuda(x, n_select=40, method=method, proj_dim=proj_dim, seed=5, return_radius=True)
-    got16, rad16 = _cuda(x, n_select=40, method=method, proj_dim=proj_dim, seed=5, return_radius=True,
+    got32, rad32 = _cuda(x, backend, n_select=40, method=method, proj_dim=proj_dim, seed=5, return_radius=True)
+    got16, rad16 = _cuda(x, backend, n_select=40, method=method, proj_dim=proj_dim, seed=5, return_radius=True,
                          proj_dtype="float16")
     np.testing.assert_array_equal(got32, want)
     # Blobs are hundreds apart after the projection and ~10 across: the first 12 picks take one
@@ -89,17 +98,19 @@ def test_half_on_separated_data(n, dim, proj_dim, method, rng):
     _assert_radius_follows(rad16, rad32, rtol=5e-2)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("backend", CUDA_AND_SHIM)
 @pytest.mark.parametrize("method", ["approx", "exact"])
-def test_half_radius_trajectory_on_random_data(method, rng):
-    x = rng.standard_normal((20_000, 256)).astype(np.float32)
-    idx32, rad32 = _cuda(x, n_select=500, method=method, seed=1, return_radius=True)
-    idx16, rad16 = _cuda(x, n_select=500, method=method, seed=1, return_radius=True, proj_dtype="float16")
-    assert len(np.unique(idx16)) == 500 and (np.diff(rad16) <= 0).all()
+def test_half_radius_trajectory_on_random_data(backend, method, rng):
+    # The shim runs a smaller case: a GPU thread's work is a function call there.
+    n, k = (20_000, 500) if backend == "cuda" else (2_000, 100)
+    x = rng.standard_normal((n, 256)).astype(np.float32)
+    idx32, rad32 = _cuda(x, backend, n_select=k, method=method, seed=1, return_radius=True)
+    idx16, rad16 = _cuda(x, backend, n_select=k, method=method, seed=1, return_radius=True, proj_dtype="float16")
+    assert len(np.unique(idx16)) == k and (np.diff(rad16) <= 0).all()
     _assert_radius_follows(rad16, rad32, rtol=1e-2)
     # Not asserted equal (near ties may swap), but reported when the test is run with -rA.
     print(f"{method}: {np.mean(idx16 == idx32):.4f} of the selections equal, same set "
-          f"{len(np.intersect1d(idx16, idx32)) / 500:.4f}")
+          f"{len(np.intersect1d(idx16, idx32)) / k:.4f}")
 
 
 @pytest.mark.cuda

@@ -1,0 +1,175 @@
+"""The CUDA kernels' source run on the CPU, for CI (which has no GPU).
+
+``tests/cuda_shim/fakecuda.h`` runs a kernel's threads as cooperative fibers with real block and
+warp barriers, so a ``.cu`` file compiles as C++20 once ``kernel<<<grid, block, smem, stream>>>(args)``
+is rewritten to ``fake::launch(kernel, grid, block, args)`` (:func:`launches_as_calls`) and the CUDA
+runtime is replaced by host memory (``tests/cuda_shim/stub/``). :func:`kcenter_greedy` runs
+``kcenter_greedy_cuda`` that way behind the same arguments as the op, so the op's tests can take it
+as one more backend (``"cuda_shim"``, and ``"cuda_shim_reverse"``, which runs each barrier phase's
+threads in descending order and so catches shared memory read before the barrier that publishes it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIM = ROOT / "tests" / "cuda_shim"
+BACKENDS = ("cuda_shim", "cuda_shim_reverse")
+
+
+def compiler() -> str | None:
+    return shutil.which("g++") or shutil.which("c++")
+
+
+def unavailable_reason() -> str | None:
+    if compiler() is None:
+        return "no C++ compiler for the CUDA shim"
+    return None
+
+
+def backend_params(*names: str) -> list:
+    """``pytest.param`` per shim backend, skipped (with the reason) without a C++ compiler."""
+    import pytest
+
+    reason = unavailable_reason()
+    marks = [pytest.mark.skip(reason=reason)] if reason else []
+    return [pytest.param(n, marks=marks, id=n) for n in names]
+
+
+def launches_as_calls(source: str) -> str:
+    """Rewrite every ``expr<<<a, b, c, d>>>(args)`` statement to ``fake::launch(expr, dim3(a),
+    dim3(b), args)`` (shared-memory size and stream dropped; the shim has one stream)."""
+    out, pos = [], 0
+    while (start := source.find("<<<", pos)) >= 0:
+        line_start = source.rfind("\n", 0, start) + 1
+        indent = len(source[line_start:start]) - len(source[line_start:start].lstrip())
+        kernel = source[line_start + indent : start]
+        end = source.find(">>>", start)
+        parts = _split_top_level(source[start + 3 : end])
+        if len(parts) != 4 or source[end + 3] != "(":
+            raise ValueError(f"launch at offset {start} not of the form k<<<grid, block, smem, stream>>>(...): "
+                             f"{source[line_start:end + 4]!r}")
+        close = _matching_paren(source, end + 3)
+        args = source[end + 4 : close]
+        out.append(source[pos : line_start + indent])
+        out.append(f"fake::launch({kernel}, dim3({parts[0].strip()}), dim3({parts[1].strip()}), {args})")
+        pos = close + 1
+    out.append(source[pos:])
+    return "".join(out)
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def _matching_paren(text: str, open_at: int) -> int:
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += text[i] == "("
+        depth -= text[i] == ")"
+        if depth == 0:
+            return i
+    raise ValueError(f"unbalanced parentheses from offset {open_at}")
+
+
+@functools.cache
+def _build_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="ofdb-cuda-shim-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def build(main: Path, generated: dict[str, str], extra_sources: tuple[Path, ...] = (), name: str | None = None) -> Path:
+    """Compile ``main`` (a driver in tests/cuda_shim) with the ``generated`` include files
+    written next to it; return the executable. Raises with the compiler's output on failure."""
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError(unavailable_reason())
+    out_dir = _build_dir() / (name or main.stem)
+    out_dir.mkdir(exist_ok=True)
+    for file_name, text in generated.items():
+        (out_dir / file_name).write_text(text)
+    exe = out_dir / main.stem
+    cmd = [cxx, "-std=c++20", "-O2", f"-I{out_dir}", f"-I{SHIM}", f"-I{SHIM / 'stub'}", f"-I{ROOT / 'csrc'}",
+           str(main), *map(str, extra_sources), "-o", str(exe), "-fopenmp"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"building {main.name} failed:\n{done.stderr[-6000:]}")
+    return exe
+
+
+@functools.cache
+def kcenter_executable() -> Path:
+    source = (ROOT / "csrc" / "patchcore" / "kcenter_greedy_cuda.cu").read_text()
+    return build(SHIM / "kcenter_greedy_shim.cpp", {"kcenter_greedy_kernels.inc": launches_as_calls(source)})
+
+
+def kcenter_greedy(features, *, backend: str = "cuda_shim", percentage: float = 0.1, n_select: int | None = None,
+                   method: str = "approx", proj_dim: int | None = 128, n_starts: int = 10, seed: int = 0,
+                   return_radius: bool = False, proj_dtype: str = "float32", sms: int = 2):
+    """``kcenter_greedy(..., backend="cuda")`` with the CUDA source run by the shim: the arguments
+    reach ``kcenter_greedy_cuda`` as ``ops.kcenter_greedy`` passes them (rows as float32, proj_dim
+    None -> 0, nothing launched for n_select 0). ``sms``: the fake device's multiprocessor count."""
+    from ofdb_fast.reference import kcenter_greedy as ref
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n, dim = x.shape
+    k = ref.resolve_n_select(n, percentage, n_select)
+    indices, radius = np.zeros(k, np.int64), np.zeros(k if return_radius else 0, np.float64)
+    if k > 0:
+        with tempfile.TemporaryDirectory(dir=_build_dir()) as tmp:
+            src, dst = Path(tmp) / "x.f32", Path(tmp) / "out.bin"
+            x.tofile(src)
+            code = 0 if method == "approx" else 1
+            args = [src, dst, n, dim, proj_dim or 0, code, n_starts, k, seed, int(return_radius),
+                    int(proj_dtype == "float16"), sms]
+            env = dict(os.environ, FAKECUDA_REVERSE="1" if backend == "cuda_shim_reverse" else "0")
+            done = subprocess.run([str(kcenter_executable()), *map(str, args)], capture_output=True, text=True,
+                                  env=env, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"kcenter shim exited {done.returncode}: {done.stderr[-3000:]}")
+            raw = dst.read_bytes()
+            assert len(raw) == 8 * k * (2 if return_radius else 1), len(raw)
+            indices = np.frombuffer(raw[: 8 * k], np.int64).copy()
+            if return_radius:
+                radius = np.frombuffer(raw[8 * k :], np.float64).copy()
+    return (indices, radius) if return_radius else indices
+
+
+def _kernels_only(cu: Path) -> str:
+    """The .cu up to and including the line closing its anonymous namespace (the kernels, not
+    the host launcher)."""
+    text = cu.read_text()
+    match = re.search(r"^}  // namespace\n", text, flags=re.M)
+    if match is None:
+        raise ValueError(f"{cu}: no '}}  // namespace' line closing the kernels' anonymous namespace")
+    return text[: match.end()]
+
+
+@functools.cache
+def ifs_render_executable() -> Path:
+    kernels = _kernels_only(ROOT / "csrc" / "fractal" / "ifs_render_cuda.cu")
+    return build(SHIM / "ifs_render_shim.cpp", {"ifs_kernels.inc": kernels},
+                 extra_sources=(ROOT / "csrc" / "fractal" / "ifs_render_cpu.cpp",))
