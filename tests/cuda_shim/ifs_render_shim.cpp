@@ -1,40 +1,22 @@
-// ifs_render's CUDA kernels run on the CPU (tests/ops/_cuda_shim.py builds this, test_cuda_shim.py runs it):
-// fakecuda.h runs each block's threads as fibers with real block and warp barriers, and
-// render_fake() mirrors the launch sequence of ifs_render_cuda's host function on host memory.
-// Every config compares the RGB images and the int32 counts with ifs_render_cpu bit for bit
-// (including chains that overflow to inf part-way through a group of steps). Prints one line per
-// run and "N/M equal"; exits non-zero on any difference.
+// ifs_render's CUDA source run on the CPU (tests/ops/_cuda_shim.py builds this, test_cuda_shim.py
+// runs it): the whole of csrc/fractal/ifs_render_cuda.cu, host function included, with its launches
+// rewritten to fake::launch (fakecuda.h: each block's threads are fibers with real block and warp
+// barriers) and kMaxGridY shrunk from 65535 to 2, so the host loop over grid.y chunks runs. Every
+// config compares the RGB images and the int32 counts with ifs_render_cpu bit for bit (including
+// chains that overflow to inf part-way through a group of steps). Prints one line per run and
+// "N/M equal"; exits non-zero on any difference.
 #include "fakecuda.h"
 #include <cstdio>
 #include <random>
-// The kernels of csrc/fractal/ifs_render_cuda.cu, verbatim (up to the host launcher).
-#include "ifs_kernels.inc"  // written by the test: the .cu up to the end of its anonymous namespace
-}  // namespace ifs
-}  // namespace ofdb
+#define OFDB_WITH_CUDA 1
+#include "ifs_render_kernels.inc"  // written by the test: the rewritten .cu
 
 using namespace ofdb::ifs;
 
-// Mirror of ifs_render_cuda's launch sequence (host function of the .cu), on host memory.
 void render_fake(const RenderParams& p, const double* sys, const int64_t* nm, const int64_t* ids, const double* pr,
                  int32_t* cnt, uint8_t* rgb) {
-  const int64_t n_pix = static_cast<int64_t>(p.height) * p.width;
-  std::vector<State> states(p.n_images);
-  std::memset(cnt, 0, sizeof(int32_t) * n_pix * p.n_images);
-  const int threads = 64;
-  const int blocks = ofdb::ceil_div(p.n_images, threads);
-  fake::launch(chain_box_kernel, dim3(blocks), dim3(threads), p, sys, nm, ids, pr, states.data());
-  fake::launch(chain_raster_kernel, dim3(blocks), dim3(threads), p, sys, nm, ids, pr,
-               (const State*)states.data(), cnt);
-  if (!p.counts_only) {
-    const int64_t kMaxGridY = 2;  // small, so the chunking over grid.y runs
-    for (int64_t b0 = 0; b0 < p.n_images; b0 += kMaxGridY) {
-      const unsigned nb = static_cast<unsigned>(std::min<int64_t>(kMaxGridY, p.n_images - b0));
-      const dim3 grid_max(static_cast<unsigned>(std::min<int64_t>(ofdb::ceil_div(n_pix, 256), 64)), nb);
-      fake::launch(max_count_kernel, grid_max, dim3(256), p, b0, (const int32_t*)cnt, states.data());
-      const dim3 grid(static_cast<unsigned>(ofdb::ceil_div(n_pix, 256)), nb);
-      fake::launch(finish_kernel, grid, dim3(256), p, b0, ids, (const State*)states.data(), (const int32_t*)cnt, rgb);
-    }
-  }
+  auto ptr = [](const void* q) { return reinterpret_cast<uintptr_t>(q); };
+  ifs_render_cuda(p, ptr(sys), ptr(nm), ptr(ids), ptr(pr), ptr(cnt), ptr(rgb), 0, 0);
 }
 
 int main() {

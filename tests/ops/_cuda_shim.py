@@ -3,7 +3,8 @@
 ``tests/cuda_shim/fakecuda.h`` runs a kernel's threads as cooperative fibers with real block and
 warp barriers, so a ``.cu`` file compiles as C++20 once ``kernel<<<grid, block, smem, stream>>>(args)``
 is rewritten to ``fake::launch(kernel, grid, block, args)`` (:func:`launches_as_calls`) and the CUDA
-runtime is replaced by host memory (``tests/cuda_shim/stub/``). :func:`kcenter_greedy` runs
+runtime is replaced by host memory (``tests/cuda_shim/stub/``): whole ``.cu`` files, host code and
+launch sequence included, not a copy of them. :func:`kcenter_greedy` runs
 ``kcenter_greedy_cuda`` that way behind the same arguments as the op, so the op's tests can take it
 as one more backend (``"cuda_shim"``, and ``"cuda_shim_reverse"``, which runs each barrier phase's
 threads in descending order and so catches shared memory read before the barrier that publishes it).
@@ -14,7 +15,6 @@ from __future__ import annotations
 import atexit
 import functools
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -158,18 +158,13 @@ def kcenter_greedy(features, *, backend: str = "cuda_shim", percentage: float = 
     return (indices, radius) if return_radius else indices
 
 
-def _kernels_only(cu: Path) -> str:
-    """The .cu up to and including the line closing its anonymous namespace (the kernels, not
-    the host launcher)."""
-    text = cu.read_text()
-    match = re.search(r"^}  // namespace\n", text, flags=re.M)
-    if match is None:
-        raise ValueError(f"{cu}: no '}}  // namespace' line closing the kernels' anonymous namespace")
-    return text[: match.end()]
-
-
 @functools.cache
 def ifs_render_executable() -> Path:
-    kernels = _kernels_only(ROOT / "csrc" / "fractal" / "ifs_render_cuda.cu")
-    return build(SHIM / "ifs_render_shim.cpp", {"ifs_kernels.inc": kernels},
+    source = (ROOT / "csrc" / "fractal" / "ifs_render_cuda.cu").read_text()
+    # Shrink the per-launch image limit on grid.y (65535 on a GPU) so the host's chunk loop runs.
+    limit = "constexpr int64_t kMaxGridY = 65535;"
+    if source.count(limit) != 1:
+        raise ValueError(f"ifs_render_cuda.cu: expected one {limit!r} line to shrink")
+    source = source.replace(limit, "constexpr int64_t kMaxGridY = 2;")
+    return build(SHIM / "ifs_render_shim.cpp", {"ifs_render_kernels.inc": launches_as_calls(source)},
                  extra_sources=(ROOT / "csrc" / "fractal" / "ifs_render_cpu.cpp",))

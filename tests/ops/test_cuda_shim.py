@@ -1,4 +1,4 @@
-"""CUDA kernels on the CPU: the kernel source of ``csrc/fractal/ifs_render_cuda.cu`` compiled as
+"""CUDA kernels on the CPU: ``csrc/fractal/ifs_render_cuda.cu`` (host function included) compiled as
 C++20 against a fiber-per-thread shim (``tests/cuda_shim/``, driven by ``_cuda_shim.py``) and
 compared with the ``cpu`` backend bit for bit; the shim's own checks. No GPU runs in CI, so this is
 where the CUDA kernels' logic (indexing, the grouped chain, early stops at non-finite points,

@@ -12,6 +12,7 @@ enum { cudaMemcpyHostToDevice = 1, cudaDevAttrMultiProcessorCount = 16 };
 inline const char* cudaGetErrorString(int) { return "fake"; }
 inline int cudaGetLastError() { return 0; }
 inline int cudaMemcpyAsync(void* d, const void* s, size_t n, int, cudaStream_t) { std::memcpy(d, s, n); return 0; }
+inline int cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { std::memset(d, v, n); return 0; }
 inline int g_fake_sms = 2;
 inline int cudaDeviceGetAttribute(int* v, int, int) { *v = g_fake_sms; return 0; }
 #define OFDB_CUDA_CHECK(expr) do { if ((expr) != 0) throw std::runtime_error(#expr); } while (0)
