@@ -6,8 +6,10 @@ is rewritten to ``fake::launch(kernel, grid, block, args)`` (:func:`launches_as_
 runtime is replaced by host memory (``tests/cuda_shim/stub/``): whole ``.cu`` files, host code and
 launch sequence included, not a copy of them. :func:`kcenter_greedy` runs
 ``kcenter_greedy_cuda`` that way behind the same arguments as the op, so the op's tests can take it
-as one more backend (``"cuda_shim"``, and ``"cuda_shim_reverse"``, which runs each barrier phase's
-threads in descending order and so catches shared memory read before the barrier that publishes it).
+as one more backend: ``"cuda_shim"``; ``"cuda_shim_reverse"``, which runs each barrier phase's
+threads in descending order and so catches shared memory read before the barrier that publishes it;
+``"cuda_shim_fma"``, built with fused multiply-adds as nvcc emits them by default (the other two and
+the ``cpu`` backend round every product), so the tests' tolerances meet the GPU's other last bits.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "tests" / "cuda_shim"
-BACKENDS = ("cuda_shim", "cuda_shim_reverse")
+BACKENDS = ("cuda_shim", "cuda_shim_reverse", "cuda_shim_fma")
 
 
 def compiler() -> str | None:
@@ -99,7 +101,8 @@ def _build_dir() -> Path:
     return path
 
 
-def build(main: Path, generated: dict[str, str], extra_sources: tuple[Path, ...] = (), name: str | None = None) -> Path:
+def build(main: Path, generated: dict[str, str], extra_sources: tuple[Path, ...] = (), name: str | None = None,
+          flags: tuple[str, ...] = ()) -> Path:
     """Compile ``main`` (a driver in tests/cuda_shim) with the ``generated`` include files
     written next to it; return the executable. Raises with the compiler's output on failure."""
     cxx = compiler()
@@ -111,7 +114,7 @@ def build(main: Path, generated: dict[str, str], extra_sources: tuple[Path, ...]
         (out_dir / file_name).write_text(text)
     exe = out_dir / main.stem
     cmd = [cxx, "-std=c++20", "-O2", f"-I{out_dir}", f"-I{SHIM}", f"-I{SHIM / 'stub'}", f"-I{ROOT / 'csrc'}",
-           str(main), *map(str, extra_sources), "-o", str(exe), "-fopenmp"]
+           *flags, str(main), *map(str, extra_sources), "-o", str(exe), "-fopenmp"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"building {main.name} failed:\n{done.stderr[-6000:]}")
@@ -119,9 +122,11 @@ def build(main: Path, generated: dict[str, str], extra_sources: tuple[Path, ...]
 
 
 @functools.cache
-def kcenter_executable() -> Path:
+def kcenter_executable(fma: bool = False) -> Path:
     source = (ROOT / "csrc" / "patchcore" / "kcenter_greedy_cuda.cu").read_text()
-    return build(SHIM / "kcenter_greedy_shim.cpp", {"kcenter_greedy_kernels.inc": launches_as_calls(source)})
+    flags = ("-mfma", "-ffp-contract=fast") if fma else ("-ffp-contract=off",)
+    return build(SHIM / "kcenter_greedy_shim.cpp", {"kcenter_greedy_kernels.inc": launches_as_calls(source)},
+                 name="kcenter_fma" if fma else "kcenter", flags=flags)
 
 
 def kcenter_greedy(features, *, backend: str = "cuda_shim", percentage: float = 0.1, n_select: int | None = None,
@@ -146,7 +151,8 @@ def kcenter_greedy(features, *, backend: str = "cuda_shim", percentage: float = 
             args = [src, dst, n, dim, proj_dim or 0, code, n_starts, k, seed, int(return_radius),
                     int(proj_dtype == "float16"), sms]
             env = dict(os.environ, FAKECUDA_REVERSE="1" if backend == "cuda_shim_reverse" else "0")
-            done = subprocess.run([str(kcenter_executable()), *map(str, args)], capture_output=True, text=True,
+            exe = kcenter_executable(fma=backend == "cuda_shim_fma")
+            done = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
                                   env=env, timeout=600)
             if done.returncode != 0:
                 raise RuntimeError(f"kcenter shim exited {done.returncode}: {done.stderr[-3000:]}")
