@@ -96,7 +96,8 @@ inline Context scheduler;
 inline std::vector<Fiber> fibers;  // stacks kept from launch to launch
 inline Barrier block_barrier;
 inline std::vector<Barrier> warp_barriers;
-inline std::vector<uint64_t> exchange;  // one 8-byte slot per thread (shuffles)
+inline std::vector<uint64_t> exchange;  // shuffles: two 8-byte slots per thread (see warp_exchange)
+inline std::vector<unsigned> exchange_parity;  // per thread: the slot its next shuffle writes
 inline int tid_linear = 0;               // the running thread
 inline bool progress = false;            // some thread arrived at a barrier or finished this round
 inline std::function<void()> body;       // the kernel call of the current launch
@@ -185,7 +186,8 @@ void launch(K kernel, dim3 grid, dim3 block, A... args) {
         block_barrier = Barrier{nt, 0, 0};
         warp_barriers.assign((nt + 31) / 32, Barrier{});
         for (int w = 0; w < (nt + 31) / 32; ++w) warp_barriers[w].expected = std::min(32, nt - 32 * w);
-        exchange.assign(nt, 0);
+        exchange.assign(2 * nt, 0);
+        exchange_parity.assign(nt, 0);
         for (int t = 0; t < nt; ++t) start_fiber(fibers[t]);
         int live = nt;
         while (live > 0) {
@@ -208,18 +210,22 @@ void launch(K kernel, dim3 grid, dim3 block, A... args) {
   body = nullptr;
 }
 
+// One barrier per shuffle: shuffles alternate between two slots, and a lane can only write the
+// slot of shuffle i + 2 after the barrier of shuffle i + 1, which every lane reaches only after
+// reading its value of shuffle i.
 template <class T>
 T warp_exchange(T v, int src_lane) {
   static_assert(sizeof(T) <= 8, "8-byte slots");
   const int t = tid_linear, w = t / 32;
+  const unsigned parity = exchange_parity[t];
+  exchange_parity[t] ^= 1u;
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
-  exchange[t] = bits;
+  exchange[2 * t + parity] = bits;
   arrive_and_wait(warp_barriers[w]);
   T out;
-  const uint64_t got = exchange[w * 32 + src_lane];
+  const uint64_t got = exchange[2 * (w * 32 + src_lane) + parity];
   std::memcpy(&out, &got, sizeof(T));
-  arrive_and_wait(warp_barriers[w]);
   return out;
 }
 }  // namespace fake
