@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from ofdb_fast.patchcore import metrics as M
 from ofdb_fast.reference import pro as R
@@ -191,10 +191,81 @@ def test_evaluate(rng):
     assert M.evaluate(labels, scores) == {"instance_auroc": out["instance_auroc"]}
 
 
+# ---------------------------------------------------------------------------- F1-max
+def _brute_f1_max(labels, scores):
+    """Every distinct score as the threshold (flag >= t), F1 from its confusion counts; the
+    highest t on equal F1. (_check_operating_point compares the result with sklearn.)"""
+    labels = np.asarray(labels, bool)
+    best = None
+    for t in np.unique(scores)[::-1]:
+        pred = scores >= t
+        tp, fp, fn = np.sum(pred & labels), np.sum(pred & ~labels), np.sum(~pred & labels)
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        if best is None or f1 > best[1]:
+            best = (float(t), f1)
+    return best
+
+
+def _check_operating_point(out, labels, scores):
+    """The returned threshold gives exactly the returned F1, precision and recall."""
+    pred = scores >= out["threshold"]
+    assert out["f1"] == pytest.approx(f1_score(labels, pred), abs=1e-12)
+    assert out["precision"] == pytest.approx(precision_score(labels, pred), abs=1e-12)
+    assert out["recall"] == pytest.approx(recall_score(labels, pred), abs=1e-12)
+
+
+@pytest.mark.parametrize("n,n_values", [(1, 3), (2, 10), (17, 3), (300, 20), (300, 10_000)])
+def test_f1_max_matches_brute_force_with_ties(rng, n, n_values):
+    labels = np.r_[1, rng.integers(0, 2, n - 1)]
+    scores = rng.integers(0, n_values, n).astype(np.float32) + 0.5 * labels
+    out = M.f1_max(labels, scores)
+    threshold, f1 = _brute_f1_max(labels, scores)
+    assert out["threshold"] == threshold and out["f1"] == pytest.approx(f1, abs=1e-12)
+    _check_operating_point(out, labels, scores)
+
+
+def test_f1_max_hand_values():
+    assert M.f1_max([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == {
+        "threshold": 0.35, "f1": 0.8, "precision": 2 / 3, "recall": 1.0}
+    # Perfect separation: the lowest defect score; all tied: flag everything.
+    assert M.f1_max([0, 1, 1], [0.2, 0.5, 0.9])["threshold"] == 0.5
+    assert M.f1_max([0, 1, 0, 1], [3.0, 3.0, 3.0, 3.0]) == {
+        "threshold": 3.0, "f1": 2 / 3, "precision": 0.5, "recall": 1.0}
+    assert M.f1_max([1, 1], [0.1, 0.2]) == {"threshold": 0.1, "f1": 1.0, "precision": 1.0, "recall": 1.0}
+
+
+@pytest.mark.parametrize("levels", [None, 20])
+def test_pixel_f1_max_exact_matches_brute_force(rng, levels):
+    masks, maps = _maps_with_regions(rng, levels=levels)
+    out = M.pixel_f1_max(masks, maps)
+    threshold, f1 = _brute_f1_max(masks.ravel(), maps.ravel())
+    assert out["threshold"] == threshold and out["f1"] == pytest.approx(f1, abs=1e-12)
+    _check_operating_point(out, masks.ravel(), maps.ravel())
+
+
+@pytest.mark.parametrize("n_bins", [16, 2**20])
+def test_pixel_f1_max_binned(rng, n_bins, monkeypatch):
+    masks, maps = _maps_with_regions(rng)
+    exact = M.pixel_f1_max(masks, maps)
+    monkeypatch.setattr(M, "N_BINS_AUROC", n_bins)
+    binned = M.pixel_f1_max(masks, maps, max_exact=0)
+    # Its threshold reproduces its F1; the bins only restrict which thresholds are tried.
+    _check_operating_point(binned, masks.ravel(), maps.ravel())
+    assert binned["f1"] <= exact["f1"] + 1e-12
+    if n_bins == 16:
+        assert binned["f1"] >= exact["f1"] - 0.05
+    else:  # 7,844 continuous values in 2**20 bins: no two share a bin here, so every threshold is tried
+        assert binned == exact
+    constant = M.pixel_f1_max(masks, np.full(maps.shape, 2.5), max_exact=0)
+    assert constant["threshold"] == 2.5 and constant["recall"] == 1.0
+
+
 # ---------------------------------------------------------------------------- bad input
 def test_one_class_labels_raise():
     with pytest.raises(ValueError, match="labels must contain both classes"):
         M.image_auroc([0, 0, 0], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="labels must contain at least one defect"):
+        M.f1_max([0, 0, 0], [0.1, 0.2, 0.3])
 
 
 def test_empty_masks_raise():
@@ -205,6 +276,8 @@ def test_empty_masks_raise():
         M.pixel_auroc(masks, maps)
     with pytest.raises(ValueError, match="at least one non-empty mask"):
         M.anomaly_pixel_auroc(masks, maps)
+    with pytest.raises(ValueError, match="masks must contain at least one anomalous pixel"):
+        M.pixel_f1_max(masks, maps)
 
 
 def test_all_anomalous_masks_raise_for_aupro():
@@ -215,6 +288,8 @@ def test_all_anomalous_masks_raise_for_aupro():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="scores must have the shape of labels"):
         M.image_auroc([0, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="labels and scores must have the same shape"):
+        M.f1_max([0, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="maps must have the shape of masks"):
         M.pixel_auroc(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
     with pytest.raises(ValueError, match=r"masks must have shape \[N, H, W\]"):

@@ -1,4 +1,5 @@
-"""PatchCore evaluation metrics: image AUROC, pixel AUROC (full / anomalous images), AUPRO.
+"""PatchCore evaluation metrics: image AUROC, pixel AUROC (full / anomalous images), AUPRO, and
+F1-max with its decision threshold (image and pixel level).
 
 Conventions:
 - Inputs are NumPy arrays or CPU torch tensors (read through ``np.asarray``); labels/masks are
@@ -226,6 +227,100 @@ def anomaly_pixel_auroc(masks: Any, maps: Any, *, max_exact: int = 50_000_000) -
     if not keep.any():
         raise ValueError("masks must contain at least one non-empty mask, got only empty masks")
     return pixel_auroc(masks[keep], maps[keep], max_exact=max_exact)
+
+
+# ---------------------------------------------------------------------------- F1-max / thresholds
+def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, n_pos: int) -> tuple[int, dict[str, float]]:
+    """Best of the operating points (cumulative ``tp``, ``fp`` from the highest threshold down):
+    ``(index, {"f1", "precision", "recall"})``; equal F1 goes to the first (highest) threshold."""
+    f1 = 2.0 * tp / (tp + fp + n_pos)  # 2 TP / (2 TP + FP + FN), FN = P - TP
+    k = int(np.argmax(f1))
+    return k, {"f1": float(f1[k]), "precision": float(tp[k] / (tp[k] + fp[k])), "recall": float(tp[k] / n_pos)}
+
+
+def _exact_f1_max(positive: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    order = np.argsort(-scores, kind="stable")
+    s, lab = scores[order], positive[order]
+    last = np.concatenate([s[1:] != s[:-1], [True]])  # a threshold takes every copy of its score
+    tp, fp = np.cumsum(lab)[last], np.cumsum(~lab)[last]
+    k, out = _f1_from_counts(tp, fp, int(tp[-1]))
+    return {"threshold": float(s[last][k]), **out}
+
+
+def _binned_f1_max(masks: np.ndarray, maps: np.ndarray, n_bins: int) -> dict[str, float]:
+    lo, hi = float(maps.min()), float(maps.max())
+    if lo == hi:  # one threshold: flag everything
+        n_pos = int(np.count_nonzero(masks))
+        _, out = _f1_from_counts(np.array([n_pos]), np.array([masks.size - n_pos]), n_pos)
+        return {"threshold": lo, **out}
+    to_bin = _bin_edges(lo, hi)
+    hist_pos = np.zeros(n_bins, np.int64)
+    hist_neg = np.zeros(n_bins, np.int64)
+    for sl in _chunks(masks.shape[0], masks[0].size):
+        m, b = masks[sl], to_bin(maps[sl], n_bins)
+        hist_pos += np.bincount(b[m], minlength=n_bins)
+        hist_neg += np.bincount(b[~m], minlength=n_bins)
+    filled = np.nonzero((hist_pos + hist_neg)[::-1])[0]  # thresholds at the non-empty bins, top down
+    tp, fp = np.cumsum(hist_pos[::-1])[filled], np.cumsum(hist_neg[::-1])[filled]
+    k, out = _f1_from_counts(tp, fp, int(tp[-1]))
+    first_bin = n_bins - 1 - int(filled[k])
+    # Binning is monotone, so {map >= the lowest score in bins >= first_bin} is exactly those bins:
+    # the threshold reproduces the F1 above.
+    threshold = min(float(maps[sl][to_bin(maps[sl], n_bins) >= first_bin].min(initial=np.inf))
+                    for sl in _chunks(masks.shape[0], masks[0].size))
+    return {"threshold": threshold, **out}
+
+
+def f1_max(labels: Any, scores: Any) -> dict[str, float]:
+    """The best F1 over every decision threshold (flag a defect where ``score >= threshold``).
+
+    Exact: every distinct score is tried (tied scores are flagged together). Of thresholds with
+    equal F1 the highest is returned. Chosen on the labels it is scored on, it is an optimistic
+    (oracle) operating point, the "F1-max" of anomaly detection papers; a production line should
+    choose its threshold on held-out labelled images.
+
+    Args:
+        labels: ``[N]`` 0 (good) / 1 (defect), at least one defect.
+        scores: ``[N]`` anomaly scores (higher = more anomalous).
+
+    Returns:
+        ``{"threshold", "f1", "precision", "recall"}``.
+
+    Example:
+        >>> f1_max([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])  # flag 0.8, 0.4, 0.35: TP 2, FP 1
+        {'threshold': 0.35, 'f1': 0.8, 'precision': 0.6666666666666666, 'recall': 1.0}
+    """
+    labels = _binary(labels, "labels")
+    scores = _scores(scores, "scores")
+    if labels.ndim != 1 or scores.shape != labels.shape:
+        raise ValueError(f"labels and scores must have the same shape [N], got {labels.shape} and {scores.shape}")
+    if not labels.any():
+        raise ValueError("labels must contain at least one defect (1): F1 is undefined without positives")
+    return _exact_f1_max(labels, scores)
+
+
+def pixel_f1_max(masks: Any, maps: Any, *, max_exact: int = 50_000_000) -> dict[str, float]:
+    """:func:`f1_max` over every pixel of every image (segmentation threshold).
+
+    Args:
+        masks: ``[N, H, W]`` ground truth with at least one anomalous pixel.
+        maps: ``[N, H, W]`` anomaly maps.
+        max_exact: up to this many pixels every distinct value is tried; above it the
+            thresholds are the ``2**20`` histogram bins' lowest values (streamed, as
+            :func:`pixel_auroc`), so the F1 may be below the exact maximum by the bins'
+            resolution; the returned threshold still gives exactly the returned F1.
+
+    Example:
+        >>> m = np.zeros((1, 2, 2), bool); m[0, 0, 0] = True
+        >>> pixel_f1_max(m, np.array([[[0.9, 0.1], [0.2, 0.3]]]))["threshold"]
+        0.9
+    """
+    masks, maps = _pixels(masks, maps)
+    if not masks.any():
+        raise ValueError("masks must contain at least one anomalous pixel: F1 is undefined without positives")
+    if masks.size <= max_exact:
+        return _exact_f1_max(masks.ravel(), maps.ravel())
+    return _binned_f1_max(masks, maps, N_BINS_AUROC)
 
 
 # ---------------------------------------------------------------------------- AUPRO
