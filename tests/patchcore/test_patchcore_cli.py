@@ -71,6 +71,16 @@ def test_evaluate_with_saved_models(data, models, tmp_path, capsys):
     scores = _rows(out / "scores.csv")
     assert len(scores) == 12 and {r["label"] for r in scores} == {"0", "1"}
     assert all(Path(r["path"]).is_file() for r in scores)
+    # F1-max operating points: the image threshold is the category's F1-optimal score.
+    from ofdb_fast.patchcore.metrics import f1_max
+
+    cat = [r for r in scores if r["category"] == "weave"]
+    best = f1_max([int(r["label"]) for r in cat], [float(r["score"]) for r in cat])
+    assert weave["image_f1_max"] == pytest.approx(best["f1"]) and 0 < weave["pixel_f1_max"] <= 1
+    assert weave["image_threshold"] == pytest.approx(best["threshold"], rel=1e-7)  # CSV scores have 8 digits
+    by_cat = {r["category"]: r for r in table}
+    assert float(by_cat["weave"]["image_threshold"]) == pytest.approx(weave["image_threshold"], rel=1e-7)
+    assert by_cat["mean"]["image_threshold"] == "-" and "image_f1_max" in printed
     pngs = sorted((out / "overlays" / "weave").glob("*.png"))
     assert len(pngs) == 4 and {p.name.split("_")[0] for p in pngs} == {"high", "low"}
     from PIL import Image
@@ -90,6 +100,8 @@ def test_evaluate_fit_on_the_fly_without_masks(data, tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert doc["categories"]["weave"]["full_pixel_auroc"] is None
     assert doc["categories"]["weave"]["instance_auroc"] is not None
+    assert doc["categories"]["weave"]["pixel_f1_max"] is None and doc["mean"]["pixel_f1_max"] is None
+    assert 0 < doc["categories"]["weave"]["image_f1_max"] <= 1
     assert (out / "models" / "weave" / "model.safetensors").is_file()
 
 
@@ -104,6 +116,37 @@ def test_predict(data, models, tmp_path):
     m = np.load(out / rows[0]["map"])
     assert m.shape == (64, 64) and m.dtype == np.float32 and float(rows[0]["score"]) > 0
     assert (out / rows[0]["map"]).with_suffix(".png").is_file()
+    assert set(rows[0]) == {"path", "score", "map"}
+
+
+def test_predict_with_thresholds(data, models, tmp_path, capsys):
+    from PIL import Image
+
+    images = sorted((data / "weave" / "test").rglob("*.png"))
+    first = _rows(_predict(models, images, tmp_path / "p0"))
+    scores = sorted(float(r["score"]) for r in first)
+    cut = scores[len(scores) // 2]  # a score of the set: ">=" must flag it
+    m0 = np.load(tmp_path / "p0" / first[0]["map"])
+    pixel_cut = float(np.median(m0))
+    rows = _rows(_predict(models, images, tmp_path / "p1", "--threshold", str(cut),
+                          "--pixel-threshold", repr(pixel_cut)))
+    assert [r["score"] for r in rows] == [r["score"] for r in first]
+    assert [r["anomalous"] for r in rows] == [str(int(float(r["score"]) >= cut)) for r in rows]
+    assert f"{sum(float(r['score']) >= cut for r in rows)} of {len(rows)} images scored >= " in capsys.readouterr().out
+    mask = np.asarray(Image.open(tmp_path / "p1" / rows[0]["mask"]))
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255}
+    np.testing.assert_array_equal(mask == 255, np.load(tmp_path / "p1" / rows[0]["map"]) >= pixel_cut)
+    for bad in ("nan", "inf"):
+        assert main(["patchcore", "predict", "--model", str(models / "weave"), str(images[0]), "--out",
+                     str(tmp_path / "p2"), "--threshold", bad]) == 2
+        assert "--threshold must be a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "p2").exists()
+
+
+def _predict(models, images, out, *extra):
+    assert main(["patchcore", "predict", "--model", str(models / "weave"), *map(str, images), "--out", str(out),
+                 *extra] + SMALL[-5:]) == 0
+    return out / "scores.csv"
 
 
 def test_user_errors(data, models, tmp_path, capsys):

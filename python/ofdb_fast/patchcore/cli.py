@@ -34,6 +34,7 @@ from typing import Any
 from .._io import atomic_open, atomic_write_text, csv_text, prepare_output_dir, refuse_nonempty_dir
 
 METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
+F1_COLUMNS = ("image_f1_max", "pixel_f1_max")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -99,6 +100,12 @@ def register(subparsers) -> None:
     pred.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     pred.add_argument("--out", required=True, help="output directory")
     pred.add_argument("--no-png", action="store_true", help="write the maps as .npy only")
+    pred.add_argument("--threshold", type=float, default=None,
+                      help="flag an image as anomalous where its score >= THRESHOLD (column 'anomalous'); "
+                           "evaluate reports each category's F1-optimal image_threshold")
+    pred.add_argument("--pixel-threshold", type=float, default=None,
+                      help="also write a binary defect mask per image (255 where map >= PIXEL_THRESHOLD, "
+                           "as MVTec's ground truth; maps/<name>_mask.png); evaluate reports pixel_threshold")
     _add_runtime_args(pred)
     pred.set_defaults(func=run_predict)
 
@@ -242,8 +249,11 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import load_image
-    from .overlays import save_overlay
+    from .overlays import save_overlay, save_png
 
+    for flag, value in (("--threshold", args.threshold), ("--pixel-threshold", args.pixel_threshold)):
+        if value is not None and not np.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}")
     model = _load_model(args.model, args)
     paths = _image_paths(args.images)
     out = _prepare_out(args.out, args.overwrite)
@@ -267,11 +277,21 @@ def run_predict(args: argparse.Namespace) -> int:
             if not args.no_png:
                 save_overlay(maps_dir / f"{stem}.png", images[j], None, m, mean=pre.mean, std=pre.std,
                              vmin=float(m.min()), vmax=float(m.max()))
-            rows.append([str(p), f"{float(s):.8g}", f"maps/{stem}.npy"])
+            row = [str(p), f"{float(s):.8g}", f"maps/{stem}.npy"]
+            if args.threshold is not None:
+                row.append(int(float(s) >= args.threshold))
+            if args.pixel_threshold is not None:
+                save_png(maps_dir / f"{stem}_mask.png", np.where(m >= args.pixel_threshold, 255, 0).astype(np.uint8))
+                row.append(f"maps/{stem}_mask.png")
+            rows.append(row)
     seconds = time.perf_counter() - t0
-    _write_text(out / "scores.csv", csv_text(["path", "score", "map"], rows))
+    header = ["path", "score", "map"] + (["anomalous"] if args.threshold is not None else []) \
+        + (["mask"] if args.pixel_threshold is not None else [])
+    _write_text(out / "scores.csv", csv_text(header, rows))
     print(f"scored {len(paths)} images in {seconds:.2f} s ({1000 * seconds / max(1, len(paths)):.1f} ms/image) "
           f"-> {out / 'scores.csv'}")
+    if args.threshold is not None:
+        print(f"{sum(r[3] for r in rows)} of {len(rows)} images scored >= {args.threshold:g} (anomalous)")
     return 0
 
 
@@ -360,7 +380,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from .. import __version__
     from .data import MVTecDataset
-    from .metrics import curves, evaluate
+    from .metrics import curves, evaluate, f1_max, pixel_f1_max
     from .model import CONFIG_FILE, PatchCore
 
     cats = _categories(args.data, args.category)
@@ -397,12 +417,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
             metrics = evaluate(labels, res["scores"])
         else:
             metrics = evaluate(labels, res["scores"], res["mask"], res["maps"])
+        image_op = f1_max(labels, res["scores"])
+        pixel_op = None if args.no_masks else pixel_f1_max(res["mask"], res["maps"])
         pixels = (None, None) if args.no_masks else (res["mask"], res["maps"])
         all_curves[name] = curves(labels, res["scores"], *pixels)
         overlays = _write_overlays(out, name, res, args.n_overlays, _preprocess(model)) if args.n_overlays else []
         n = len(labels)
         results[name] = {
             **{k: (float(metrics[k]) if k in metrics else None) for k in METRICS},
+            # F1-max operating points, chosen on this test set (optimistic; see metrics.f1_max).
+            "image_f1_max": image_op["f1"], "image_threshold": image_op["threshold"],
+            "pixel_f1_max": None if pixel_op is None else pixel_op["f1"],
+            "pixel_threshold": None if pixel_op is None else pixel_op["threshold"],
             "n_train": model.fit_info.get("n_train_images"), "n_test": n, "n_defect": int(labels.sum()),
             "n_bank": int(model.memory_bank.shape[0]), "fit_seconds": fit_seconds,
             "ms_per_image": 1000.0 * res["seconds"] / max(n, 1),
@@ -415,16 +441,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{name}: " + ", ".join(f"{k} {_fmt(results[name][k])}" for k in METRICS if results[name][k] is not None))
     mean = {k: (float(np.mean([r[k] for r in results.values()])) if all(r[k] is not None for r in results.values())
                 else None) for k in METRICS}
+    for k in F1_COLUMNS:
+        mean[k] = float(np.mean([r[k] for r in results.values()])) if all(r[k] is not None for r in results.values()) \
+            else None
     for k in ("fit_seconds", "ms_per_image"):
         vals = [r[k] for r in results.values() if r[k] is not None]
         mean[k] = float(np.mean(vals)) if vals else None
     doc = {"ofdb_fast_version": __version__, "data": str(args.data), "model": args.model, "config": config,
            "device": model.device, "categories": results, "mean": mean}
     _write_text(out / "results.json", json.dumps(doc, indent=2) + "\n")
-    cols = list(METRICS) + ["fit_seconds", "ms_per_image"]
+    cols = list(METRICS) + list(F1_COLUMNS) + ["fit_seconds", "ms_per_image"]
     rows = [[name] + [_fmt(r[c]) for c in cols] + [r["n_test"]] for name, r in results.items()]
     rows.append(["mean"] + [_fmt(mean[c]) for c in cols] + [sum(r["n_test"] for r in results.values())])
-    _write_text(out / "results.csv", csv_text(["category"] + cols + ["n_test"], rows))
+    # Thresholds are per category: in the CSV (full precision), not in the printed table or the mean.
+    thresholds = [[f"{r['image_threshold']:.8g}",
+                   "-" if r["pixel_threshold"] is None else f"{r['pixel_threshold']:.8g}"] for r in results.values()]
+    _write_text(out / "results.csv", csv_text(["category"] + cols + ["n_test", "image_threshold", "pixel_threshold"],
+                                              [r + t for r, t in zip(rows, thresholds + [["-", "-"]])]))
     _write_text(out / "scores.csv", csv_text(["category", "path", "label", "defect_type", "score"], score_rows))
     _write_text(out / "curves.json", json.dumps(all_curves) + "\n")
     widths = [max(len(str(x)) for x in col) for col in zip(["category"] + cols + ["n_test"], *rows)]
