@@ -21,7 +21,7 @@ from ofdb_fast.synth import make_dataset
 SMALL = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
          "--layers", "layer1,layer2", "--pretrain-embed-dimension", "64", "--target-embed-dimension", "64",
          "--device", "cpu", "--quiet", "--batch-size", "4"]
-METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
+METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "wbr", "col", "area", "base", "embed", "track"}
 
 
@@ -174,7 +174,7 @@ def test_side_by_side_runs(run_dir, capsys):
                 assert len(cell) == 1 and float(cell[0]["data-value"]) == r[m]
     # washer was not evaluated in eval_b: an empty cell, not a made-up number.
     cell = [c for c in page.cells if (c["data-run"], c["data-category"]) == ("eval_b", "washer")]
-    assert len(cell) == 4 and all(c["data-value"] == "None" and c["text"] == "–" for c in cell)
+    assert len(cell) == len(METRICS) and all(c["data-value"] == "None" and c["text"] == "–" for c in cell)
     # One histogram per run and category; each curve plot shows both runs where both exist.
     hists = {(f["data-category"], f.get("data-run")) for f in page.figures if f["data-plot"] == "histogram"}
     assert hists == {("weave", "eval_a"), ("weave", "eval_b"), ("washer", "eval_a")}

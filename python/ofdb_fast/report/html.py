@@ -37,9 +37,10 @@ import numpy as np
 from .._io import atomic_write_text, refuse_overwrite
 from . import plots
 
-METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
+METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
 METRIC_NAMES = {"instance_auroc": "Image AUROC", "full_pixel_auroc": "Pixel AUROC",
-                "anomaly_pixel_auroc": "Pixel AUROC (defect images)", "aupro": "AUPRO"}
+                "anomaly_pixel_auroc": "Pixel AUROC (defect images)", "aupro": "AUPRO",
+                "image_f1_max": "Image F1-max", "pixel_f1_max": "Pixel F1-max"}
 RESULTS_FILE = "results.json"
 DEFAULT_NAME = "report.html"
 # Per-category timing rows: (results.json key, label, format).
