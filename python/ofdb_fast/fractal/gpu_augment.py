@@ -330,9 +330,12 @@ class GpuAugment:
     """The per-sample pipeline of recipe b.1, batched.
 
     Example:
+        >>> import torch
         >>> aug = GpuAugment(AugmentConfig(size=32))
         >>> g = torch.Generator().manual_seed(0)
-        >>> out = aug(torch.zeros(4, 64, 64, 3, dtype=torch.uint8), g)   # [4, 3, 32, 32] float32
+        >>> out = aug(torch.zeros(4, 64, 64, 3, dtype=torch.uint8), g)
+        >>> tuple(out.shape), out.dtype
+        ((4, 3, 32, 32), torch.float32)
     """
 
     def __init__(self, config: AugmentConfig | None = None):

@@ -300,8 +300,12 @@ def build_extractor(
         module with ``forward(images [B, 3, H, W]) -> list of [B, C_l, H_l, W_l]``.
 
     Example:
-        >>> net = build_extractor("resnet18", ["layer2", "layer3"], "random")  # doctest: +SKIP
-        >>> [f.shape for f in net(torch.zeros(1, 3, 64, 64))]  # [1,128,8,8], [1,256,4,4]
+        >>> import torch, warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # the loud random-weights warning
+        ...     net = build_extractor("resnet18", ["layer2", "layer3"], "random")
+        >>> [tuple(f.shape) for f in net(torch.zeros(1, 3, 64, 64))]
+        [(1, 128, 8, 8), (1, 256, 4, 4)]
     """
     if _vit(backbone):
         return _vit(backbone).build_extractor(backbone, layers, weights, seed=seed, state_dict=state_dict)

@@ -257,7 +257,7 @@ def load_image(path: str | os.PathLike, pre: Preprocess = Preprocess()) -> np.nd
 
     Example:
         >>> x = load_image("carpet/test/hole/000.png", Preprocess())  # doctest: +SKIP
-        >>> x.shape, x.dtype
+        >>> x.shape, x.dtype  # doctest: +SKIP
         ((3, 224, 224), dtype('float32'))
     """
     return _load_image_and_size(path, pre)[0]

@@ -158,10 +158,16 @@ class PatchCore:
             embedding them (see the module docstring); needs a backbone with BatchNorm.
 
     Example:
-        >>> model = PatchCore(backbone="resnet18", weights="random", resize=80, imagesize=64)  # doctest: +SKIP
-        >>> model.fit(train_images)                    # [N, 3, 64, 64] or a dataset of dicts
-        >>> scores, maps = model.predict(test_images)  # [B], [B, 64, 64]
-        >>> model.save("runs/bottle"); model = PatchCore.load("runs/bottle")
+        >>> import numpy as np, warnings
+        >>> images = np.random.default_rng(0).standard_normal((6, 3, 64, 64)).astype(np.float32)
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # the loud random-weights warning
+        ...     model = PatchCore(backbone="resnet18", weights="random", resize=80, imagesize=64,
+        ...                       device="cpu", progress=False).fit(images[:4])  # or a dataset of dicts
+        >>> scores, maps = model.predict(images[4:])
+        >>> scores.shape, maps.shape
+        ((2,), (2, 64, 64))
+        >>> model.save("runs/bottle"); model = PatchCore.load("runs/bottle")  # doctest: +SKIP
     """
 
     def __init__(

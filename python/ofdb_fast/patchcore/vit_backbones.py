@@ -381,8 +381,12 @@ def build_extractor(
         module with ``forward(images [B, 3, H, W]) -> list of [B, C, h, w]``.
 
     Example:
-        >>> net = build_extractor("timm:vit_tiny_patch16_224", ["blocks.10", "blocks.11"])  # doctest: +SKIP
-        >>> [f.shape for f in net(torch.zeros(1, 3, 64, 96))]  # [1, 192, 4, 6] twice
+        >>> import torch, warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # the loud random-weights warning
+        ...     net = build_extractor("timm:vit_tiny_patch16_224", ["blocks.10", "blocks.11"], "random")
+        >>> [tuple(f.shape) for f in net(torch.zeros(1, 3, 64, 96))]
+        [(1, 192, 4, 6), (1, 192, 4, 6)]
     """
     from .backbones import is_checkpoint_path
 
