@@ -417,9 +417,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             metrics = evaluate(labels, res["scores"])
         else:
             metrics = evaluate(labels, res["scores"], res["mask"], res["maps"])
-        image_op = f1_max(labels, res["scores"])
-        pixel_op = None if args.no_masks else pixel_f1_max(res["mask"], res["maps"])
         pixels = (None, None) if args.no_masks else (res["mask"], res["maps"])
+        image_op = f1_max(labels, res["scores"])
+        pixel_op = None if args.no_masks else pixel_f1_max(*pixels)
         all_curves[name] = curves(labels, res["scores"], *pixels)
         overlays = _write_overlays(out, name, res, args.n_overlays, _preprocess(model)) if args.n_overlays else []
         n = len(labels)
@@ -440,10 +440,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             score_rows.append([name, p, int(lab), dt, f"{float(s):.8g}"])
         print(f"{name}: " + ", ".join(f"{k} {_fmt(results[name][k])}" for k in METRICS if results[name][k] is not None))
     mean = {k: (float(np.mean([r[k] for r in results.values()])) if all(r[k] is not None for r in results.values())
-                else None) for k in METRICS}
-    for k in F1_COLUMNS:
-        mean[k] = float(np.mean([r[k] for r in results.values()])) if all(r[k] is not None for r in results.values()) \
-            else None
+                else None) for k in METRICS + F1_COLUMNS}
     for k in ("fit_seconds", "ms_per_image"):
         vals = [r[k] for r in results.values() if r[k] is not None]
         mean[k] = float(np.mean(vals)) if vals else None
@@ -453,9 +450,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cols = list(METRICS) + list(F1_COLUMNS) + ["fit_seconds", "ms_per_image"]
     rows = [[name] + [_fmt(r[c]) for c in cols] + [r["n_test"]] for name, r in results.items()]
     rows.append(["mean"] + [_fmt(mean[c]) for c in cols] + [sum(r["n_test"] for r in results.values())])
-    # Thresholds are per category: in the CSV (full precision), not in the printed table or the mean.
-    thresholds = [[f"{r['image_threshold']:.8g}",
-                   "-" if r["pixel_threshold"] is None else f"{r['pixel_threshold']:.8g}"] for r in results.values()]
+    # Thresholds are per category: in the CSV, not in the printed table or the mean. Full precision
+    # (repr): each is a score of the set, and one rounded up would no longer flag that image.
+    thresholds = [[repr(r["image_threshold"]), "-" if r["pixel_threshold"] is None else repr(r["pixel_threshold"])]
+                  for r in results.values()]
     _write_text(out / "results.csv", csv_text(["category"] + cols + ["n_test", "image_threshold", "pixel_threshold"],
                                               [r + t for r, t in zip(rows, thresholds + [["-", "-"]])]))
     _write_text(out / "scores.csv", csv_text(["category", "path", "label", "defect_type", "score"], score_rows))
