@@ -6,7 +6,9 @@ is rewritten to ``fake::launch(kernel, grid, block, args)`` (:func:`launches_as_
 runtime is replaced by host memory (``tests/cuda_shim/stub/``): whole ``.cu`` files, host code and
 launch sequence included, not a copy of them. :func:`kcenter_greedy` runs
 ``kcenter_greedy_cuda`` that way behind the same arguments as the op, so the op's tests can take it
-as one more backend: ``"cuda_shim"``; ``"cuda_shim_reverse"``, which runs each barrier phase's
+as one more backend: ``"cuda_shim"``, built with AddressSanitizer and UBSan (so an out-of-bounds
+access in a kernel fails the test, as compute-sanitizer would report it on a GPU);
+``"cuda_shim_reverse"``, which runs each barrier phase's
 threads in descending order and so catches shared memory read before the barrier that publishes it;
 ``"cuda_shim_fma"``, built with fused multiply-adds as nvcc emits them by default (the other two and
 the ``cpu`` backend round every product), so the tests' tolerances meet the GPU's other last bits.
@@ -27,6 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "tests" / "cuda_shim"
 BACKENDS = ("cuda_shim", "cuda_shim_reverse", "cuda_shim_fma")
+# What compute-sanitizer's memcheck is on a GPU: any read or write outside an allocation (device
+# buffers are host mallocs of their exact size here) or undefined behaviour aborts the run.
+SANITIZE = ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
 
 
 def compiler() -> str | None:
@@ -122,11 +127,14 @@ def build(main: Path, generated: dict[str, str], extra_sources: tuple[Path, ...]
 
 
 @functools.cache
-def kcenter_executable(fma: bool = False) -> Path:
+def kcenter_executable(variant: str = "cuda_shim") -> Path:
+    """``cuda_shim``: built with the sanitizers; ``cuda_shim_reverse``: without (faster), run in
+    descending thread order; ``cuda_shim_fma``: with fused multiply-adds."""
     source = (ROOT / "csrc" / "patchcore" / "kcenter_greedy_cuda.cu").read_text()
-    flags = ("-mfma", "-ffp-contract=fast") if fma else ("-ffp-contract=off",)
+    flags = {"cuda_shim": ("-ffp-contract=off",) + SANITIZE, "cuda_shim_reverse": ("-ffp-contract=off",),
+             "cuda_shim_fma": ("-mfma", "-ffp-contract=fast")}[variant]
     return build(SHIM / "kcenter_greedy_shim.cpp", {"kcenter_greedy_kernels.inc": launches_as_calls(source)},
-                 name="kcenter_fma" if fma else "kcenter", flags=flags)
+                 name=f"kcenter_{variant}", flags=flags)
 
 
 def kcenter_greedy(features, *, backend: str = "cuda_shim", percentage: float = 0.1, n_select: int | None = None,
@@ -151,7 +159,7 @@ def kcenter_greedy(features, *, backend: str = "cuda_shim", percentage: float = 
             args = [src, dst, n, dim, proj_dim or 0, code, n_starts, k, seed, int(return_radius),
                     int(proj_dtype == "float16"), sms]
             env = dict(os.environ, FAKECUDA_REVERSE="1" if backend == "cuda_shim_reverse" else "0")
-            exe = kcenter_executable(fma=backend == "cuda_shim_fma")
+            exe = kcenter_executable(backend)
             done = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
                                   env=env, timeout=600)
             if done.returncode != 0:
@@ -173,4 +181,4 @@ def ifs_render_executable() -> Path:
         raise ValueError(f"ifs_render_cuda.cu: expected one {limit!r} line to shrink")
     source = source.replace(limit, "constexpr int64_t kMaxGridY = 2;")
     return build(SHIM / "ifs_render_shim.cpp", {"ifs_render_kernels.inc": launches_as_calls(source)},
-                 extra_sources=(ROOT / "csrc" / "fractal" / "ifs_render_cpu.cpp",))
+                 extra_sources=(ROOT / "csrc" / "fractal" / "ifs_render_cpu.cpp",), flags=SANITIZE)

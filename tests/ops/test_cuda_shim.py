@@ -1,6 +1,7 @@
 """CUDA kernels on the CPU: ``csrc/fractal/ifs_render_cuda.cu`` (host function included) compiled as
 C++20 against a fiber-per-thread shim (``tests/cuda_shim/``, driven by ``_cuda_shim.py``) and
-compared with the ``cpu`` backend bit for bit; the shim's own checks. No GPU runs in CI, so this is
+compared with the ``cpu`` backend bit for bit, under AddressSanitizer and UBSan; the shim's own
+checks. No GPU runs in CI, so this is
 where the CUDA kernels' logic (indexing, the grouped chain, early stops at non-finite points,
 barriers, the grid.y chunking) is exercised; the GPU itself is covered by the ``cuda`` tests on a
 GPU machine. ``kcenter_greedy_cuda`` runs through the shim as the backends ``cuda_shim`` and
