@@ -15,7 +15,7 @@ DEV_DEPS := $(TORCH_PINS) "numpy>=1.24,<2.4" pillow tqdm \
 	faiss-cpu numba timm open-clip-torch scikit-build-core pybind11 ninja
 DEMO_DIR ?= runs/demo
 
-.PHONY: all venv install test demo ext bench clean
+.PHONY: all venv install test demo ext sanitize bench clean
 
 all: test
 
@@ -48,6 +48,26 @@ ext: venv
 		-Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) \
 		-DOFDB_WITH_CUDA=$(OFDB_WITH_CUDA)
 	cmake --build build/dev
+
+# The C++ kernels under AddressSanitizer + UBSan: a CPU-only _C built into a copy of the package
+# (build/sanitize/python), the sanitizer runtimes preloaded into Python, the tests that call it
+# (the CUDA sources get the same checks in tests/ops/test_cuda_shim.py). Any invalid access or
+# undefined behaviour aborts the run; --capture=sys leaves the sanitizer's report (written to
+# file descriptor 2 as the process dies) on the console. CI runs it after `make test`.
+SAN_PKG := build/sanitize/python
+SANITIZE_TESTS ?= tests/ops tests/fractal tests/patchcore tests/cluster
+sanitize: venv
+	rm -rf $(SAN_PKG) && mkdir -p $(SAN_PKG) && cp -r python/ofdb_fast $(SAN_PKG)/ && rm -f $(SAN_PKG)/ofdb_fast/_C*.so
+	cmake -S . -B build/sanitize/cmake -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DPython_EXECUTABLE=$(abspath $(PY)) \
+		-Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) \
+		-DOFDB_WITH_CUDA=OFF -DOFDB_SANITIZE=ON -DOFDB_EXT_OUTPUT_DIR=$(abspath $(SAN_PKG))/ofdb_fast
+	cmake --build build/sanitize/cmake
+	PYTHONPATH=$(SAN_PKG) $(PY) -c "import ofdb_fast; assert '$(SAN_PKG)' in ofdb_fast.__file__, ofdb_fast.__file__"
+	LD_PRELOAD="$$(c++ -print-file-name=libasan.so) $$(c++ -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		OFDB_FAST_REQUIRE_EXT=1 OFDB_WITH_CUDA=OFF PYTHONPATH=$(SAN_PKG) \
+		$(PY) -m pytest -q -p no:cacheprovider --capture=sys -k "not shim" $(SANITIZE_TESTS)
 
 # Benchmarks (never beside another job: OpenMP timings are meaningless on a busy machine).
 bench: install
