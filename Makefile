@@ -50,8 +50,9 @@ ext: venv
 	cmake --build build/dev
 
 # The C++ kernels under AddressSanitizer + UBSan: a CPU-only _C built into a copy of the package
-# (build/sanitize/python), the sanitizer runtimes preloaded into Python, the tests that call it
-# (the CUDA sources get the same checks in tests/ops/test_cuda_shim.py). Any invalid access or
+# (build/sanitize/python), the sanitizer runtimes preloaded into Python, the tests that call it;
+# the Triton kernels' interpreted loads and stores (memcpy calls) are checked too. (The CUDA
+# sources get the same checks in tests/ops/test_cuda_shim.py.) Any invalid access or
 # undefined behaviour aborts the run; --capture=sys leaves the sanitizer's report (written to
 # file descriptor 2 as the process dies) on the console. CI runs it after `make test`.
 SAN_PKG := build/sanitize/python
