@@ -129,6 +129,17 @@ def _chunks(n_images: int, pixels_per_image: int):
         yield slice(start, min(n_images, start + step))
 
 
+def _class_histograms(masks: np.ndarray, maps: np.ndarray, n_bins: int, to_bin) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin counts of anomalous and of normal pixels, streamed in chunks of images."""
+    hist_pos = np.zeros(n_bins, np.int64)
+    hist_neg = np.zeros(n_bins, np.int64)
+    for sl in _chunks(masks.shape[0], masks[0].size):
+        m, b = masks[sl], to_bin(maps[sl], n_bins)
+        hist_pos += np.bincount(b[m], minlength=n_bins)
+        hist_neg += np.bincount(b[~m], minlength=n_bins)
+    return hist_pos, hist_neg
+
+
 def _binned_auroc(masks: np.ndarray, maps: np.ndarray, n_bins: int = N_BINS_AUROC) -> tuple[float, float]:
     """Streaming histogram AUROC of ``[N, H, W]`` inputs: ``(auroc, error_bound)``."""
     lo, hi = float(maps.min()), float(maps.max())
@@ -137,13 +148,7 @@ def _binned_auroc(masks: np.ndarray, maps: np.ndarray, n_bins: int = N_BINS_AURO
     _require_both_classes(n_pos, n_neg, "masks")
     if lo == hi:
         return 0.5, 0.0
-    to_bin = _bin_edges(lo, hi)
-    hist_pos = np.zeros(n_bins, np.int64)
-    hist_neg = np.zeros(n_bins, np.int64)
-    for sl in _chunks(masks.shape[0], masks[0].size):
-        m, b = masks[sl], to_bin(maps[sl], n_bins)
-        hist_pos += np.bincount(b[m], minlength=n_bins)
-        hist_neg += np.bincount(b[~m], minlength=n_bins)
+    hist_pos, hist_neg = _class_histograms(masks, maps, n_bins, _bin_edges(lo, hi))
     neg_below = np.cumsum(hist_neg) - hist_neg
     # Integer sums stay below P*N <= (total/2)^2 < 2^63 for any array that fits in memory.
     twice = 2 * int((hist_pos * neg_below).sum()) + int((hist_pos * hist_neg).sum())
@@ -254,12 +259,7 @@ def _binned_f1_max(masks: np.ndarray, maps: np.ndarray, n_bins: int) -> dict[str
         _, out = _f1_from_counts(np.array([n_pos]), np.array([masks.size - n_pos]), n_pos)
         return {"threshold": lo, **out}
     to_bin = _bin_edges(lo, hi)
-    hist_pos = np.zeros(n_bins, np.int64)
-    hist_neg = np.zeros(n_bins, np.int64)
-    for sl in _chunks(masks.shape[0], masks[0].size):
-        m, b = masks[sl], to_bin(maps[sl], n_bins)
-        hist_pos += np.bincount(b[m], minlength=n_bins)
-        hist_neg += np.bincount(b[~m], minlength=n_bins)
+    hist_pos, hist_neg = _class_histograms(masks, maps, n_bins, to_bin)
     filled = np.nonzero((hist_pos + hist_neg)[::-1])[0]  # thresholds at the non-empty bins, top down
     tp, fp = np.cumsum(hist_pos[::-1])[filled], np.cumsum(hist_neg[::-1])[filled]
     k, out = _f1_from_counts(tp, fp, int(tp[-1]))
@@ -501,12 +501,7 @@ def _binned_pixel_roc(masks: np.ndarray, maps: np.ndarray, n_bins: int) -> tuple
     _require_both_classes(n_pos, masks.size - n_pos, "masks")
     lo, hi = float(maps.min()), float(maps.max())
     to_bin = _bin_edges(lo, hi) if hi > lo else (lambda x, n: np.zeros(x.shape, np.int64))
-    hist_pos = np.zeros(n_bins, np.int64)
-    hist_neg = np.zeros(n_bins, np.int64)
-    for sl in _chunks(masks.shape[0], masks[0].size):
-        m, b = masks[sl], to_bin(maps[sl], n_bins)
-        hist_pos += np.bincount(b[m], minlength=n_bins)
-        hist_neg += np.bincount(b[~m], minlength=n_bins)
+    hist_pos, hist_neg = _class_histograms(masks, maps, n_bins, to_bin)
     tpr = np.concatenate([[0.0], np.cumsum(hist_pos[::-1]) / n_pos])
     fpr = np.concatenate([[0.0], np.cumsum(hist_neg[::-1]) / (masks.size - n_pos)])
     return fpr, tpr
