@@ -1,10 +1,11 @@
 // ifs_render's CUDA source run on the CPU (tests/ops/_cuda_shim.py builds this, test_cuda_shim.py
 // runs it): the whole of csrc/fractal/ifs_render_cuda.cu, host function included, with its launches
 // rewritten to fake::launch (fakecuda.h: each block's threads are fibers with real block and warp
-// barriers) and kMaxGridY shrunk from 65535 to 2, so the host loop over grid.y chunks runs. Every
-// config compares the RGB images and the int32 counts with ifs_render_cpu bit for bit (including
-// chains that overflow to inf part-way through a group of steps). Prints one line per run and
-// "N/M equal"; exits non-zero on any difference.
+// barriers) and kMaxGridY shrunk from 65535 to 2, so the host loop over grid.y chunks runs. 9
+// hand-picked configs (including chains that overflow to inf part-way through a group of steps)
+// and 24 seeded random ones (sizes, K, point counts, every switch) compare the RGB images and the
+// int32 counts with ifs_render_cpu bit for bit. Prints one line per run and "N/M equal"; exits
+// non-zero on any difference.
 #include "fakecuda.h"
 #include <cstdio>
 #include <random>
@@ -23,7 +24,8 @@ int main() {
   std::mt19937_64 g(7);
   std::uniform_real_distribution<double> U(0, 1);
   int fails = 0, runs = 0;
-  for (int cfg = 0; cfg < 9; ++cfg) {
+  constexpr int kFixed = 9, kRandom = 24;  // hand-picked configs, then seeded random ones
+  for (int cfg = 0; cfg < kFixed + kRandom; ++cfg) {
     RenderParams p;
     p.n_images = 5;
     p.n_max_maps = 4;
@@ -37,11 +39,30 @@ int main() {
     if (cfg == 4) { p.blur = false; p.flips = false; }
     if (cfg == 5) { p.scale = false; p.jitter_tries = 1; p.has_probs = true; }
     if (cfg == 6) { p.height = p.width = 1; }
+    if (cfg >= kFixed) {  // every switch and range at random (background is CPU-only)
+      auto coin = [&] { return U(g) < 0.5; };
+      p.n_images = 1 + g() % 7;
+      p.n_max_maps = 1 + g() % 6;
+      p.n_points = 200 + g() % 3800;
+      p.height = 1 + g() % 40;
+      p.width = 1 + g() % 40;
+      p.jitter = coin();
+      p.jitter_tries = 1 + g() % 4;
+      p.translate = coin() ? 0.0 : 0.3 * U(g);
+      p.scale = coin();
+      p.flips = coin();
+      p.color = coin();
+      p.patch = coin();
+      p.blur = coin();
+      p.blur_lo = 0.2 + U(g);
+      p.blur_hi = p.blur_lo + U(g);
+      p.has_probs = coin();
+    }
     const int K = p.n_max_maps;
     std::vector<double> sys(p.n_images * K * 6), probs(p.n_images * K);
     std::vector<int64_t> nm(p.n_images), ids(p.n_images);
     for (int b = 0; b < p.n_images; ++b) {
-      nm[b] = 2 + b % 3;
+      nm[b] = cfg < kFixed ? 2 + b % 3 : 1 + static_cast<int64_t>(g() % K);
       ids[b] = 100 * cfg + 3 * b;
       double tot = 0;
       for (int k = 0; k < K; ++k) {
@@ -56,7 +77,7 @@ int main() {
       }
       for (int k = 0; k < K; ++k) probs[b * K + k] /= tot;
     }
-    if (cfg >= 7) {  // expanding maps: the chain overflows to inf after a few hundred steps
+    if (cfg == 7 || cfg == 8) {  // expanding maps: the chain overflows to inf after a few hundred steps
       for (int b = 0; b < p.n_images; ++b)
         for (int k = 0; k < K; ++k) {
           double* r = &sys[(b * K + k) * 6];
