@@ -190,3 +190,83 @@ def test_backbone_weights_is_an_alias_of_weights():
     args = build_parser().parse_args(
         ["patchcore", "fit", "--data", "d", "--out", "o", "--backbone-weights", "backbone.safetensors"])
     assert args.weights == "backbone.safetensors"
+
+
+# ---------------------------------------------------------------------------- --resume
+def test_fit_resume_keeps_finished_categories(data, tmp_path, capsys):
+    out = tmp_path / "models"
+    with pytest.warns(UserWarning):
+        assert main(["patchcore", "fit", "--data", str(data), "--category", "weave", "--out", str(out)] + SMALL) == 0
+    weave_bytes = (out / "weave" / "model.safetensors").read_bytes()
+    (out / "washer").mkdir()
+    (out / "washer" / "model.safetensors").write_bytes(b"half a save")  # interrupted before config.json
+    capsys.readouterr()
+    with pytest.warns(UserWarning):
+        assert main(["patchcore", "fit", "--data", str(data), "--out", str(out), "--resume"] + SMALL) == 0
+    printed = capsys.readouterr().out
+    assert "weave: already fitted" in printed and "washer: memory bank" in printed
+    assert (out / "weave" / "model.safetensors").read_bytes() == weave_bytes
+    assert (out / "washer" / "config.json").is_file()
+    # Other settings than the saved models': refused before any work, naming the setting.
+    with pytest.warns(UserWarning):
+        assert main(["patchcore", "fit", "--data", str(data), "--out", str(out), "--resume",
+                     "--coreset-percentage", "0.2"] + SMALL) == 2
+    assert "fitted with other settings (coreset_percentage)" in capsys.readouterr().err
+    assert main(["patchcore", "fit", "--data", str(data), "--out", str(out), "--resume", "--overwrite"] + SMALL) == 2
+    assert "--resume and --overwrite cannot be used together" in capsys.readouterr().err
+
+
+def test_fit_resume_refuses_foreign_files(data, tmp_path, capsys):
+    out = tmp_path / "models"
+    (out / "weave").mkdir(parents=True)
+    (out / "weave" / "notes.txt").write_text("mine")
+    with pytest.warns(UserWarning):
+        assert main(["patchcore", "fit", "--data", str(data), "--out", str(out), "--resume"] + SMALL) == 2
+    assert "holds notes.txt, which a PatchCore save does not write" in capsys.readouterr().err
+    assert (out / "weave" / "notes.txt").read_text() == "mine"
+
+
+def test_evaluate_resume_after_an_interruption(data, models, tmp_path, capsys, monkeypatch):
+    from ofdb_fast.patchcore.model import PatchCore
+
+    out = tmp_path / "eval"
+    args = ["patchcore", "evaluate", "--data", str(data), "--model", str(models), "--out", str(out),
+            "--n-overlays", "1"] + SMALL
+    assert main(args) == 0
+    complete = json.loads((out / "results.json").read_text())
+    second = sorted(complete["categories"])[1]
+
+    # The same run, interrupted while scoring the second category.
+    out2 = tmp_path / "eval2"
+    args2 = [a if a != str(out) else str(out2) for a in args]
+    calls = []
+    real = PatchCore.predict_dataset
+
+    def interrupted(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(PatchCore, "predict_dataset", interrupted)
+    assert main(args2) == 130  # Ctrl-C
+    monkeypatch.setattr(PatchCore, "predict_dataset", real)
+    assert not (out2 / "results.json").exists() and not (out2 / "categories" / f"{second}.json").exists()
+    capsys.readouterr()
+    assert main(args2) == 2  # not empty: needs --resume (or --overwrite)
+    assert "pass --resume to continue" in capsys.readouterr().err
+    assert main(args2 + ["--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "finished earlier (--resume)" in printed and printed.count("finished earlier") == 1
+    resumed = json.loads((out2 / "results.json").read_text())
+    for cat in complete["categories"]:
+        for key in ("instance_auroc", "full_pixel_auroc", "aupro", "image_f1_max", "image_threshold"):
+            assert resumed["categories"][cat][key] == complete["categories"][cat][key]
+    assert len(_rows(out2 / "scores.csv")) == len(_rows(out / "scores.csv"))
+    # Other settings than the finished categories': refused, naming the setting.
+    assert main(args2 + ["--resume", "--no-masks"]) == 2
+    assert "made with other settings (no_masks)" in capsys.readouterr().err
+    first = sorted(complete["categories"])[0]
+    (out2 / "categories" / f"{first}.json").write_text("{")
+    assert main(args2 + ["--resume"]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err

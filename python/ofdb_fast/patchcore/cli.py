@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_open, atomic_write_text, csv_text, prepare_output_dir, refuse_nonempty_dir
+from .._io import atomic_open, atomic_write_json, atomic_write_text, csv_text, prepare_output_dir, refuse_nonempty_dir
 
 METRICS = ("instance_auroc", "full_pixel_auroc", "anomaly_pixel_auroc", "aupro")
+CATEGORIES_DIR = "categories"  # evaluate: one finished-category record each (what --resume reuses)
 F1_COLUMNS = ("image_f1_max", "pixel_f1_max")
 
 
@@ -91,6 +92,9 @@ def register(subparsers) -> None:
     fit.add_argument("--data", required=True, help="MVTec-layout root or one category directory")
     fit.add_argument("--category", nargs="*", default=None, help="categories to fit (default all)")
     fit.add_argument("--out", required=True, help="models are written to OUT/<category>/")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run: keep the categories OUT already holds a model of "
+                          "(same settings), fit the others")
     _add_model_args(fit)
     _add_runtime_args(fit)
     fit.set_defaults(func=run_fit)
@@ -119,6 +123,9 @@ def register(subparsers) -> None:
     ev.add_argument("--n-overlays", type=int, default=3, help="overlays of the N highest and N lowest scores")
     ev.add_argument("--save-models", action="store_true", help="also save fitted models to OUT/models/<category>")
     ev.add_argument("--report", action="store_true", help="also write the HTML report OUT/report.html")
+    ev.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run: reuse the categories finished in OUT/categories/ "
+                         "(same settings), evaluate the others")
     _add_model_args(ev)
     _add_runtime_args(ev)
     ev.set_defaults(func=run_evaluate)
@@ -138,8 +145,61 @@ def register(subparsers) -> None:
 
 
 # ------------------------------------------------------------------------- helpers
-def _prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
-    return prepare_output_dir(out, overwrite, "--out", hint="pass --overwrite to replace its results")
+def _prepare_out(out: str | os.PathLike, overwrite: bool, resume: bool = False) -> Path:
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite cannot be used together")
+    return prepare_output_dir(out, overwrite or resume, "--out",
+                              hint="pass --resume to continue an interrupted run or --overwrite to replace its results")
+
+
+def _finished_category(out: Path, name: str, config: dict, options: dict) -> dict | None:
+    """--resume: the record ``evaluate`` kept for category ``name``, or None; a record made with
+    other settings is an error (its numbers would not belong to this run)."""
+    path = out / CATEGORIES_DIR / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"--resume: {path} is not valid JSON ({exc}); remove it to redo the category") from None
+    keys = ("config", "options", "result", "scores", "curves")
+    if not isinstance(record, dict) or any(k not in record for k in keys) \
+            or not isinstance(record["config"], dict) or not isinstance(record["options"], dict):
+        raise ValueError(f"--resume: {path} is not a finished-category record (needs {', '.join(keys)}); "
+                         f"remove it to redo the category")
+    diff = _config_diff(record["config"], config) + _config_diff(record["options"], options)
+    if diff:
+        raise ValueError(f"--resume: {path} was made with other settings ({', '.join(diff)}); pass the same "
+                         f"flags, or --overwrite to start again")
+    return record
+
+
+def _config_diff(saved: dict, wanted: dict) -> list[str]:
+    """Keys whose values differ (compared as JSON, as both are stored)."""
+    saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(wanted))
+    return sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+
+
+def _fitted_model_config(target: Path) -> dict | None:
+    """The config of the complete model saved in ``target``, or None when there is none. A save
+    writes its tensors, then ``config.json``: tensors without it are an interrupted save, removed
+    here (with temp files); anything else in the directory is refused."""
+    from .._io import is_temp_name
+    from .model import CONFIG_FILE, TENSORS_FILE
+
+    if (target / CONFIG_FILE).is_file():
+        meta = json.loads((target / CONFIG_FILE).read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ValueError(f"--resume: {target / CONFIG_FILE} is not a PatchCore model config")
+        return meta["config"]
+    if target.is_dir():
+        for entry in target.iterdir():
+            if entry.name != TENSORS_FILE and not is_temp_name(entry.name):
+                raise ValueError(f"--resume: {target} holds {entry.name}, which a PatchCore save does not write; "
+                                 f"move it away or pass --overwrite")
+        for entry in target.iterdir():
+            entry.unlink()
+    return None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -195,11 +255,29 @@ def run_fit(args: argparse.Namespace) -> int:
 
     cats = _categories(args.data, args.category)
     out = Path(args.out)
-    for cat_dir in cats:  # refuse before any work
-        target = out / Path(cat_dir).name
-        refuse_nonempty_dir(target, args.overwrite, "model directory")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite cannot be used together")
+    done: set[str] = set()
+    if args.resume:  # settings checked against every saved model before any work
+        wanted = PatchCore(**_model_kwargs(args)).config
+        for cat_dir in cats:
+            name = Path(cat_dir).name
+            saved = _fitted_model_config(out / name)
+            if saved is None:
+                continue
+            diff = _config_diff(saved, wanted)
+            if diff:
+                raise ValueError(f"--resume: {out / name} was fitted with other settings ({', '.join(diff)}); "
+                                 f"pass the same flags, or --overwrite to refit")
+            done.add(name)
+    else:
+        for cat_dir in cats:  # refuse before any work
+            refuse_nonempty_dir(out / Path(cat_dir).name, args.overwrite, "model directory")
     for cat_dir in cats:
         name = Path(cat_dir).name
+        if name in done:
+            print(f"{name}: already fitted -> {out / name} (--resume)")
+            continue
         model = PatchCore(**_model_kwargs(args))
         train = MVTecDataset(cat_dir, "train", _preprocess(model), require_masks=False)
         _log(args, f"[{name}] fitting on {len(train)} images ({model.device})")
@@ -386,7 +464,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cats = _categories(args.data, args.category)
     if args.n_overlays < 0:
         raise ValueError(f"--n-overlays must be >= 0, got {args.n_overlays}")
-    out = _prepare_out(args.out, args.overwrite)
+    out = _prepare_out(args.out, args.overwrite, args.resume)
     results: dict[str, dict] = {}
     all_curves: dict[str, dict] = {}
     score_rows = []
@@ -399,14 +477,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
             fit_seconds = model.fit_info.get("fit_seconds")
         else:
             model = PatchCore(**_model_kwargs(args))
+        config = model.config
+        # What a finished category depends on besides the model's settings (checked on --resume).
+        options = {"data": str(Path(cat_dir).resolve()), "model": args.model, "no_masks": bool(args.no_masks),
+                   "n_overlays": args.n_overlays}
+        finished = _finished_category(out, name, config, options) if args.resume else None
+        if finished is not None:
+            results[name], all_curves[name] = finished["result"], finished["curves"]
+            score_rows += finished["scores"]
+            print(f"{name}: finished earlier (--resume): "
+                  + ", ".join(f"{k} {_fmt(results[name][k])}" for k in METRICS if results[name][k] is not None))
+            continue
+        if not args.model:
             train = MVTecDataset(cat_dir, "train", _preprocess(model), require_masks=False)
             _log(args, f"[{name}] fitting on {len(train)} images ({model.device})")
             model.fit(train)
             fit_seconds = model.fit_info["fit_seconds"]
             if args.save_models:
                 model.fit_info["category"] = name
-                model.save(out / "models" / name, overwrite=args.overwrite)
-        config = model.config
+                # --resume: a model saved before the interruption is this run's own output.
+                model.save(out / "models" / name, overwrite=args.overwrite or args.resume)
         test = MVTecDataset(cat_dir, "test", _preprocess(model), require_masks=not args.no_masks)
         _log(args, f"[{name}] scoring {len(test)} test images")
         t0 = time.perf_counter()
@@ -436,8 +526,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "overlays": [o["path"] for o in overlays], "overlay_cases": overlays,
             "shots": model.fit_info.get("shots"),
         }
-        for p, lab, dt, s in zip(res["path"], labels, res["defect_type"], res["scores"]):
-            score_rows.append([name, p, int(lab), dt, f"{float(s):.8g}"])
+        rows = [[name, p, int(lab), dt, f"{float(s):.8g}"]
+                for p, lab, dt, s in zip(res["path"], labels, res["defect_type"], res["scores"])]
+        score_rows += rows
+        # Each finished category is kept at once, so an interrupted run loses at most the one in progress.
+        atomic_write_json(out / CATEGORIES_DIR / f"{name}.json",
+                          {"config": config, "options": options, "result": results[name], "scores": rows,
+                           "curves": all_curves[name]}, indent=None, makedirs=True)
         print(f"{name}: " + ", ".join(f"{k} {_fmt(results[name][k])}" for k in METRICS if results[name][k] is not None))
     mean = {k: (float(np.mean([r[k] for r in results.values()])) if all(r[k] is not None for r in results.values())
                 else None) for k in METRICS + F1_COLUMNS}
