@@ -15,7 +15,11 @@
 // instead of hanging.
 #pragma once
 #include <sys/mman.h>
-#if !defined(__x86_64__)
+// The assembly stack switch on x86-64; ucontext elsewhere, or everywhere with -DFAKECUDA_UCONTEXT
+// (how CI tests that path on x86-64).
+#if defined(__x86_64__) && !defined(FAKECUDA_UCONTEXT)
+#define FAKECUDA_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -51,7 +55,7 @@ struct Barrier {
   int expected = 0, count = 0;
   unsigned generation = 0;
 };
-#if defined(__x86_64__)
+#if defined(FAKECUDA_ASM_SWITCH)
 // switch_stack(&from_sp, to_sp): saves the callee-saved registers on the current stack, stores its
 // pointer in *from_sp, loads to_sp and restores the registers saved there (System V ABI).
 extern "C" void fakecuda_switch_stack(void** from_sp, void* to_sp);
@@ -103,7 +107,7 @@ inline bool progress = false;            // some thread arrived at a barrier or 
 inline std::function<void()> body;       // the kernel call of the current launch
 
 inline void switch_to(Context& from, Context& to) {
-#if defined(__x86_64__)
+#if defined(FAKECUDA_ASM_SWITCH)
   fakecuda_switch_stack(&from.sp, to.sp);
 #else
   swapcontext(&from, &to);
@@ -127,7 +131,7 @@ inline void fiber_main() {
   body();
   fibers[tid_linear].done = true;
   progress = true;
-#if defined(__x86_64__)
+#if defined(FAKECUDA_ASM_SWITCH)
   switch_to(fibers[tid_linear].context, scheduler);  // never resumed
   std::abort();
 #endif
@@ -136,7 +140,7 @@ inline void fiber_main() {
 // A fresh fiber whose first switch-in starts fiber_main on its own stack.
 inline void start_fiber(Fiber& f) {
   f.done = false;
-#if defined(__x86_64__)
+#if defined(FAKECUDA_ASM_SWITCH)
   // From the top: fiber_main's return-address slot (unused: it never returns), fiber_main's address
   // (popped by the switch's ret, 16-byte aligned so fiber_main starts as if called), six registers.
   uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackBytes - 64) & ~uintptr_t{15};

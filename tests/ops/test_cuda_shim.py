@@ -32,9 +32,11 @@ def _run(exe, *args, reverse=False, check=True):
     return done
 
 
-@pytest.fixture(scope="module")
-def selftest():
-    return _cuda_shim.build(_cuda_shim.SHIM / "selftest_shim.cpp", {})
+@pytest.fixture(scope="module", params=["asm", "ucontext"])
+def selftest(request):
+    """The self-test built with each of the shim's two stack switches."""
+    flags = ("-DFAKECUDA_UCONTEXT",) if request.param == "ucontext" else ()
+    return _cuda_shim.build(_cuda_shim.SHIM / "selftest_shim.cpp", {}, name=f"selftest_{request.param}", flags=flags)
 
 
 # ---------------------------------------------------------------- the shim itself
