@@ -270,3 +270,10 @@ def test_evaluate_resume_after_an_interruption(data, models, tmp_path, capsys, m
     (out2 / "categories" / f"{first}.json").write_text("{")
     assert main(args2 + ["--resume"]) == 2
     assert "is not valid JSON" in capsys.readouterr().err
+    # A non-empty --out that evaluate did not write is not resumed into.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text("mine")
+    assert main([a if a != str(out) else str(other) for a in args] + ["--resume"]) == 2
+    assert "was not written by patchcore evaluate" in capsys.readouterr().err
+    assert (other / "results.json").read_text() == "mine"

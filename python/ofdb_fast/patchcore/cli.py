@@ -182,8 +182,8 @@ def _config_diff(saved: dict, wanted: dict) -> list[str]:
 
 def _fitted_model_config(target: Path) -> dict | None:
     """The config of the complete model saved in ``target``, or None when there is none. A save
-    writes its tensors, then ``config.json``: tensors without it are an interrupted save, removed
-    here (with temp files); anything else in the directory is refused."""
+    writes its tensors, then ``config.json``: tensors (or temp files) without it are an interrupted
+    save, which the refit's save replaces; anything else in the directory is refused."""
     from .._io import is_temp_name
     from .model import CONFIG_FILE, TENSORS_FILE
 
@@ -197,8 +197,6 @@ def _fitted_model_config(target: Path) -> dict | None:
             if entry.name != TENSORS_FILE and not is_temp_name(entry.name):
                 raise ValueError(f"--resume: {target} holds {entry.name}, which a PatchCore save does not write; "
                                  f"move it away or pass --overwrite")
-        for entry in target.iterdir():
-            entry.unlink()
     return None
 
 
@@ -283,7 +281,8 @@ def run_fit(args: argparse.Namespace) -> int:
         _log(args, f"[{name}] fitting on {len(train)} images ({model.device})")
         model.fit(train)
         model.fit_info["category"] = name
-        model.save(out / name, overwrite=args.overwrite)
+        # --resume: what the directory may hold is an interrupted save of this run (checked above).
+        model.save(out / name, overwrite=args.overwrite or args.resume)
         info = model.fit_info
         print(f"{name}: memory bank {info['n_bank']} x {model.config['target_embed_dimension']} from "
               f"{info['n_patches']} patches in {info['fit_seconds']:.2f} s -> {out / name}")
@@ -464,6 +463,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cats = _categories(args.data, args.category)
     if args.n_overlays < 0:
         raise ValueError(f"--n-overlays must be >= 0, got {args.n_overlays}")
+    if args.resume and Path(args.out).is_dir() and any(Path(args.out).iterdir()) \
+            and not (Path(args.out) / CATEGORIES_DIR).is_dir():
+        raise ValueError(f"--resume: --out {args.out} has no {CATEGORIES_DIR}/ directory, so it was not written by "
+                         f"patchcore evaluate; nothing there is replaced")
     out = _prepare_out(args.out, args.overwrite, args.resume)
     results: dict[str, dict] = {}
     all_curves: dict[str, dict] = {}
